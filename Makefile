@@ -1,0 +1,51 @@
+# Stratum developer entry points. `make run` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch is installed first and pinned: any unpinned torch requirement pulls a multi-GB CUDA build.
+TORCH  := torch==2.13.0
+
+.PHONY: install install-dev run test test-fast bench lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(BIN)/stratum serve
+
+# Starts a throwaway PostgreSQL 15 on 127.0.0.1 for the store tests, runs everything, removes it.
+test: install-dev
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/test.sh
+
+# Unit tests only, no services (quick feedback while developing).
+test-fast: install-dev
+	$(BIN)/pytest -q -m "not postgres and not slow" tests
+
+bench: install-dev
+	$(BIN)/python benchmarks/run.py
+
+lint: install-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
+
+format: install-dev
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

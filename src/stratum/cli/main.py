@@ -1,0 +1,87 @@
+"""The ``stratum`` command: one root group, one module per command group.
+
+    stratum version            what is installed
+    stratum serve              run the OpenAI-compatible gateway
+    stratum chat MODEL         talk to a model on the running gateway
+    stratum models …           the model registry (list, add, show, alias, remove)
+    stratum keys …             API keys (create, list, revoke)
+
+Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Annotated
+
+import typer
+
+from stratum import __version__
+from stratum.cli import chat, keys, models, serve
+from stratum.cli.group import StratumGroup
+from stratum.cli.output import print_json
+
+app = typer.Typer(
+    name="stratum",
+    cls=StratumGroup,
+    help="Stratum: an enterprise large-model platform (OpenAI-compatible gateway, registry, keys).",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    # Locals can hold API keys; never print them in a traceback.
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"stratum {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Stratum: an enterprise large-model platform (OpenAI-compatible gateway, registry, keys).
+
+    State lives under STRATUM_HOME (default ./.stratum); every setting is a STRATUM_* variable.
+    """
+
+
+@app.command("version")
+def version(
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Print the installed Stratum version."""
+    info = {
+        "name": "stratum",
+        "version": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
+    if as_json:
+        print_json(info)
+    else:
+        typer.echo(f"stratum {__version__} (Python {info['python']}, {info['platform']})")
+
+
+# Listed in `stratum --help` in this order, after `version`.
+app.command("serve")(serve.serve)
+app.command("chat")(chat.chat)
+app.add_typer(models.app, name="models")
+app.add_typer(keys.app, name="keys")
+
+
+def run() -> None:
+    """Console-script entry point (``stratum = "stratum.cli.main:run"``)."""
+    app(prog_name="stratum")

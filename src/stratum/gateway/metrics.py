@@ -1,0 +1,56 @@
+"""Prometheus metrics, on a registry owned by the app (no process-global collectors)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Buckets span a cached reply (~5 ms) to a long CPU generation (~2 min).
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1, 2, 5, 10)
+
+
+class Metrics:
+    """Request counts by model/status, latency and time-to-first-token histograms, token counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "stratum_requests", "Requests served", ["endpoint", "model", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "stratum_request_duration_seconds",
+            "Time from request to last byte",
+            ["endpoint", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "stratum_time_to_first_token_seconds",
+            "Time from request to the first generated token",
+            ["model"],
+            buckets=_TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "stratum_tokens", "Tokens processed", ["model", "direction"], registry=self.registry
+        )
+        self.queue_depth = Gauge(
+            "stratum_engine_queue_depth",
+            "Sequences waiting for an engine slot",
+            ["model"],
+            registry=self.registry,
+        )
+        self.loaded_models = Gauge("stratum_loaded_models", "Engines held in memory", registry=self.registry)
+
+    def observe(self, *, endpoint: str, model: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, model, str(status)).inc()
+        self.latency.labels(endpoint, model).observe(seconds)
+
+    def count_tokens(self, *, model: str, prompt: int, completion: int) -> None:
+        if prompt:
+            self.tokens.labels(model, "in").inc(prompt)
+        if completion:
+            self.tokens.labels(model, "out").inc(completion)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

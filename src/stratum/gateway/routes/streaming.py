@@ -1,0 +1,49 @@
+"""What chat and text completions share around a response: metrics recording and SSE framing."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+from fastapi.responses import StreamingResponse
+
+from stratum.gateway.metrics import Metrics
+
+VERSION_HEADER = "x-stratum-model-version"
+
+
+class Recorder:
+    """Records one request's status and latency once, whichever way it ends."""
+
+    def __init__(self, metrics: Metrics, *, endpoint: str, model: str, started: float) -> None:
+        self.metrics, self.endpoint, self.model, self.started = metrics, endpoint, model, started
+        self._status: int | None = None
+        self._recorded = False
+
+    def failed(self, status: int) -> None:
+        self._status = status
+
+    def done(self, status: int) -> None:
+        if not self._recorded:
+            self._recorded = True
+            seconds = time.perf_counter() - self.started
+            self.metrics.observe(endpoint=self.endpoint, model=self.model, status=status, seconds=seconds)
+
+    @contextlib.asynccontextmanager
+    async def streaming(self) -> AsyncIterator[None]:
+        # 499 (nginx's "client closed request") marks a stream the client abandoned.
+        status = 499
+        try:
+            yield
+            status = self._status or 200
+        finally:
+            self.done(status)
+
+
+def sse_response(body: AsyncIterator[bytes], *, headers: dict[str, str]) -> StreamingResponse:
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+    )

@@ -1,0 +1,82 @@
+"""``serve(settings)``: start the platform on embedded defaults and print what a user needs."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import uvicorn
+
+from stratum import __version__
+from stratum.gateway import logs
+from stratum.gateway.app import create_app
+from stratum.gateway.state import AppState
+from stratum.governance.service import KeyService
+from stratum.settings import Settings
+from stratum.storage.db import Database
+
+
+class _Server(uvicorn.Server):
+    """Prints the banner only once the socket is listening, so "ready" really means ready."""
+
+    banner: str = ""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit and self.banner:
+            print(self.banner, flush=True)
+
+
+def serve(settings: Settings) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logs.configure(level=settings.log_level, json_logs=settings.log_json, logs_dir=settings.logs_dir)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    configured = settings.admin_key.get_secret_value() if settings.admin_key else None
+    new_key = KeyService(db).ensure_admin_key(configured)
+    db.dispose()
+    server: _Server
+
+    def on_ready(state: AppState) -> None:
+        server.banner = _banner(state, new_key=new_key, configured=configured is not None)
+
+    app = create_app(settings, on_ready=on_ready)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = _Server(config)
+    server.run()
+
+
+def _banner(state: AppState, *, new_key: str | None, configured: bool) -> str:
+    settings = state.settings
+    if new_key:
+        key_line = f"{new_key}   (shown once, stored hashed: copy it now)"
+    elif configured:
+        key_line = "from STRATUM_ADMIN_KEY"
+    else:
+        key_line = "created on first start and not shown again (new one: stratum keys create --role admin)"
+    lines = [
+        f"Stratum {__version__} ready",
+        f"  URL:        http://{settings.host}:{settings.port}/v1",
+        f"  Admin key:  {key_line}",
+        f"  Home:       {settings.home}",
+        "  Models:",
+    ]
+    for model in state.registry.list_models():
+        demo = any(v.source == "demo" for v in model.versions)
+        note = "  [DEMO: a toy model trained on a tiny corpus, not a real assistant]" if demo else ""
+        lines.append(f"    - {model.name} ({model.kind}){note}")
+    return "\n".join(lines)

@@ -1,0 +1,25 @@
+"""Everything the running gateway holds, owned by ``create_app``'s lifespan (no module globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stratum.gateway.metrics import Metrics
+from stratum.gateway.pool import ModelPool
+from stratum.governance.service import KeyService
+from stratum.registry.service import RegistryService
+from stratum.settings import Settings
+from stratum.storage.db import Database
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    registry: RegistryService
+    keys: KeyService
+    pool: ModelPool
+    metrics: Metrics = field(default_factory=Metrics)
+    # Served names to preload at start; /readyz is green once they are loaded.
+    preload: list[str] = field(default_factory=list)
+    ready: bool = False

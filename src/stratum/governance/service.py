@@ -1,0 +1,218 @@
+"""API keys: issue, verify, list, revoke, and the bootstrap admin key.
+
+Keys are ``sk-stm-`` + 40 URL-safe random characters (240 bits). Only a salted HMAC-SHA256 of a key
+is stored. A slow password hash (bcrypt, argon2) protects low-entropy human passwords against
+guessing; a 240-bit random key cannot be guessed however fast the hash is, so a slow hash would only
+add latency to every request. The per-key salt still makes equal keys hash differently and rules out
+precomputed tables across installations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from stratum.errors import AuthenticationError, Conflict, InvalidRequest, NotFound
+from stratum.governance import repo
+from stratum.governance.schemas import ROLES, ApiKeyPublic, KeyStatus, Principal
+from stratum.governance.tables import ApiKeyRow
+from stratum.storage import Database, advisory_lock, utcnow
+
+# Principal and ApiKeyPublic are re-exported: adapters import them alongside the service.
+__all__ = ["KEY_PREFIX", "ApiKeyPublic", "KeyService", "Principal", "hash_key", "mask_key"]
+
+KEY_PREFIX = "sk-stm-"
+# 30 random bytes encode to exactly 40 URL-safe base64 characters.
+_SECRET_BYTES = 30
+# Characters of a key stored in clear to find its row (and shown in listings): "sk-stm-" + 5 random.
+LOOKUP_CHARS = 12
+# Keys longer than any we issue or accept are rejected before hashing.
+_MAX_KEY_LENGTH = 256
+# An operator-configured admin key shorter than this is too easy to guess.
+MIN_CONFIGURED_KEY_LENGTH = 16
+# last_used_at is informational: updating it at most once a minute avoids a write per request.
+_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+def hash_key(plaintext: str, salt: str) -> str:
+    return hmac.new(bytes.fromhex(salt), plaintext.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def mask_key(plaintext: str) -> str:
+    """A key as it may appear in messages and logs: enough to recognise it, never enough to use it."""
+    if len(plaintext) < 24:
+        return "***"
+    return f"{plaintext[:8]}***{plaintext[-4:]}"
+
+
+def _status(row: ApiKeyRow, now: datetime) -> KeyStatus:
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.expires_at is not None and row.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def _public(row: ApiKeyRow, now: datetime) -> ApiKeyPublic:
+    return ApiKeyPublic(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        role=row.role,  # type: ignore[arg-type]  # checked on write
+        status=_status(row, now),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+def _matching(session: Session, plaintext: str) -> ApiKeyRow | None:
+    """The row whose hash matches ``plaintext``, comparing in constant time."""
+    found = None
+    for row in repo.keys_with_prefix(session, plaintext[:LOOKUP_CHARS]):
+        if hmac.compare_digest(hash_key(plaintext, row.salt), row.key_hash):
+            found = row
+    return found
+
+
+class KeyService:
+    """API keys. Serves: the gateway's auth dependency (``verify`` per request), the CLI/console
+    (create/list/revoke) and server start-up (``ensure_admin_key``)."""
+
+    def __init__(self, db: Database, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._db = db
+        self._clock = clock
+
+    def create_key(
+        self, *, name: str, role: str = "user", expires_at: datetime | None = None
+    ) -> tuple[str, ApiKeyPublic]:
+        """Issue a key. The plaintext is returned only here: show it once, it cannot be recovered."""
+        name = name.strip()
+        if not 1 <= len(name) <= 128:
+            raise InvalidRequest("A key name needs 1-128 characters.", param="name")
+        if role not in ROLES:
+            raise InvalidRequest(f"role must be one of {', '.join(ROLES)}, got {role!r}.", param="role")
+        now = self._clock()
+        if expires_at is not None:
+            if expires_at.tzinfo is None:
+                raise InvalidRequest("expires_at must be timezone-aware.", param="expires_at")
+            if expires_at <= now:
+                raise InvalidRequest("expires_at must be in the future.", param="expires_at")
+        plaintext = KEY_PREFIX + secrets.token_urlsafe(_SECRET_BYTES)
+        with self._db.session() as session:
+            row = self._insert(session, plaintext, name=name, role=role, expires_at=expires_at)
+            return plaintext, _public(row, now)
+
+    def verify(self, plaintext: str) -> Principal:
+        """The principal a key acts as; AuthenticationError if it is unknown, revoked or expired."""
+        if not LOOKUP_CHARS <= len(plaintext) <= _MAX_KEY_LENGTH:
+            raise AuthenticationError(f"Incorrect API key provided: {mask_key(plaintext)}.")
+        now = self._clock()
+        # A read transaction: on SQLite verification never queues behind writers.
+        with self._db.session(write=False) as session:
+            row = _matching(session, plaintext)
+        if row is None:
+            raise AuthenticationError(f"Incorrect API key provided: {mask_key(plaintext)}.")
+        if row.revoked_at is not None:
+            raise AuthenticationError(f"The API key {mask_key(plaintext)} has been revoked.")
+        if row.expires_at is not None and row.expires_at <= now:
+            raise AuthenticationError(
+                f"The API key {mask_key(plaintext)} expired at {row.expires_at.isoformat()}."
+            )
+        not_since = now - _TOUCH_INTERVAL
+        if row.last_used_at is None or row.last_used_at <= not_since:
+            with self._db.session() as session:
+                repo.touch(session, key_id=row.id, now=now, not_since=not_since)
+        return Principal(key_id=row.id, name=row.name, role=row.role)  # type: ignore[arg-type]
+
+    def list_keys(self) -> list[ApiKeyPublic]:
+        now = self._clock()
+        with self._db.session(write=False) as session:
+            return [_public(row, now) for row in repo.list_keys(session)]
+
+    def revoke(self, key_id_or_prefix: str) -> ApiKeyPublic:
+        """Revoke by key id, by the 12-character prefix shown in listings, or by the full key.
+
+        Revoking a revoked key is not an error (retries are safe).
+        """
+        ident = key_id_or_prefix.strip()
+        now = self._clock()
+        with self._db.session() as session:
+            row = repo.get_key(session, ident)
+            if row is None:
+                row = self._by_prefix(session, ident)
+            if row.revoked_at is None:
+                row.revoked_at = now
+            return _public(row, now)
+
+    def ensure_admin_key(self, configured: str | None) -> str | None:
+        """Make sure the server can be administered; returns a new admin key's plaintext, or None.
+
+        With ``configured`` (the operator's STRATUM_ADMIN_KEY) that key exists as an admin key after
+        the call, created once and reused on every later start. Without it, an admin key is created
+        only when no active one exists; its plaintext is returned so the server can show it once.
+        """
+        if configured is not None and len(configured) < MIN_CONFIGURED_KEY_LENGTH:
+            raise InvalidRequest(
+                f"The configured admin key must be at least {MIN_CONFIGURED_KEY_LENGTH} characters long.",
+                param="admin_key",
+            )
+        now = self._clock()
+        with self._db.session() as session:
+            # Gateway workers starting together must not each create an admin key.
+            advisory_lock(session, "governance.admin_key")
+            if configured is None:
+                if repo.active_admin_exists(session, now=now):
+                    return None
+                plaintext = KEY_PREFIX + secrets.token_urlsafe(_SECRET_BYTES)
+                self._insert(session, plaintext, name="admin", role="admin", expires_at=None)
+                return plaintext
+            row = _matching(session, configured)
+            if row is None:
+                self._insert(session, configured, name="admin (configured)", role="admin", expires_at=None)
+            elif _status(row, now) != "active":
+                # Re-enabling it silently would undo the revocation of a possibly leaked key.
+                raise Conflict(
+                    f"The configured admin key {mask_key(configured)} is {_status(row, now)}; "
+                    "configure a new one.",
+                    param="admin_key",
+                )
+            else:
+                row.role = "admin"
+            return None
+
+    def _insert(
+        self, session: Session, plaintext: str, *, name: str, role: str, expires_at: datetime | None
+    ) -> ApiKeyRow:
+        salt = secrets.token_bytes(16).hex()
+        row = ApiKeyRow(
+            id="key_" + secrets.token_hex(6),
+            name=name,
+            prefix=plaintext[:LOOKUP_CHARS],
+            salt=salt,
+            key_hash=hash_key(plaintext, salt),
+            role=role,
+            created_at=self._clock(),
+            expires_at=expires_at,
+        )
+        return repo.add_key(session, row)
+
+    def _by_prefix(self, session: Session, ident: str) -> ApiKeyRow:
+        if len(ident) > LOOKUP_CHARS:  # a full key was pasted: match it exactly
+            match = _matching(session, ident)
+            candidates = [match] if match else []
+        else:
+            candidates = list(repo.keys_with_prefix(session, ident))
+        if not candidates:
+            shown = mask_key(ident) if len(ident) > LOOKUP_CHARS else ident
+            raise NotFound(f"No API key has the id or prefix {shown!r}.", param="key")
+        if len(candidates) > 1:
+            ids = ", ".join(row.id for row in candidates)
+            raise Conflict(f"The prefix {ident!r} matches several keys ({ids}); use the key id.", param="key")
+        return candidates[0]

@@ -1,0 +1,1 @@
+"""OpenAI wire types, one module per endpoint on a shared base. Imports nothing else of ours."""

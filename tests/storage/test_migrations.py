@@ -1,0 +1,65 @@
+"""Migrations: upgrade from empty, downgrade, and agreement with the ORM tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+
+import stratum.governance.tables
+import stratum.registry.tables  # noqa: F401  (registers the tables on Base.metadata)
+from stratum.storage import Base, Database
+from stratum.storage.db import MIGRATIONS_DIR
+
+TABLES = {"models", "model_versions", "model_aliases", "model_alias_events", "api_keys"}
+
+
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def test_revisions_are_linear_and_named() -> None:
+    scripts = ScriptDirectory.from_config(_config())
+    assert len(scripts.get_heads()) == 1
+    for revision in scripts.walk_revisions():
+        assert not isinstance(revision.down_revision, tuple)  # no merge points
+        stem = Path(str(revision.module.__file__)).stem
+        assert stem.startswith(f"{revision.revision}_") and len(stem) > len(revision.revision) + 1
+
+
+def test_migrate_from_empty(empty_db: Database) -> None:
+    assert TABLES.isdisjoint(inspect(empty_db.engine).get_table_names())
+    empty_db.migrate()
+    assert set(inspect(empty_db.engine).get_table_names()) >= TABLES
+    with empty_db.session(write=False) as session:
+        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+
+
+def test_migrate_twice_is_a_no_op(db: Database) -> None:
+    db.migrate()
+    with db.session(write=False) as session:
+        assert session.scalar(text("SELECT count(*) FROM alembic_version")) == 1
+
+
+def test_downgrade_to_base_and_up_again(db: Database) -> None:
+    config = _config()
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "base")
+    assert TABLES.isdisjoint(inspect(db.engine).get_table_names())
+    db.migrate()
+    assert set(inspect(db.engine).get_table_names()) >= TABLES
+
+
+def test_orm_tables_match_the_migrations(db: Database) -> None:
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+    assert differences == []
