@@ -282,3 +282,10 @@ def test_concurrent_adds_get_distinct_versions(registry: RegistryService) -> Non
     with ThreadPoolExecutor(max_workers=6) as pool:
         refs = list(pool.map(lambda _: add_upstream(registry, "busy").ref, range(18)))
     assert sorted(refs, key=lambda ref: int(ref.split("@")[1])) == [f"busy@{i}" for i in range(1, 19)]
+
+
+def test_ids_are_never_reused_after_removal(registry: RegistryService) -> None:
+    first = registry.add_model(name="gone", source="upstream", upstream_url="http://127.0.0.1:9/v1")
+    registry.remove_model("gone")
+    second = registry.add_model(name="new", source="upstream", upstream_url="http://127.0.0.1:9/v1")
+    assert second.id != first.id

@@ -26,17 +26,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
 from transformers import GenerationConfig
+from transformers.utils import logging as transformers_logging
 
 from stratum.engine.demo_card import render_model_card
 from stratum.engine.demo_conversations import corpus_digest, load_conversations
-from stratum.engine.demo_recipe import DEFAULT_RECIPE, RECIPE_VERSION, DemoRecipe
+from stratum.engine.demo_recipe import DEFAULT_RECIPE, DemoRecipe
 from stratum.engine.demo_tokenizer import BOS_TOKEN, IM_END, PAD_TOKEN, train_tokenizer, wrap_tokenizer
 from stratum.engine.demo_training import llama_config, train_demo_model
 
@@ -97,8 +97,8 @@ def build_demo_model(
     ``recipe`` exists for tests, which build a baby model in a second or two.
     """
     report: Progress = progress or _ignore
-    corpus_sha256 = corpus_digest()
-    fingerprint = recipe.fingerprint(corpus_sha256)
+    provenance = recipe.provenance(corpus_digest())
+    fingerprint = provenance["fingerprint"]
     if not force and _is_current(target_dir, fingerprint):
         report(f"{DEMO_MODEL_NAME}: using the cached build in {target_dir}")
         return target_dir
@@ -111,7 +111,7 @@ def build_demo_model(
         _remove_leftovers(target_dir)
         staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.building-", dir=target_dir.parent))
         try:
-            _build_into(staging, recipe=recipe, corpus_sha256=corpus_sha256, report=report)
+            _build_into(staging, recipe=recipe, provenance=provenance, report=report)
             _swap_into_place(staging, target_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -128,7 +128,9 @@ def _is_current(target_dir: Path, fingerprint: str) -> bool:
     return info is not None and info.get("fingerprint") == fingerprint
 
 
-def _build_into(staging: Path, *, recipe: DemoRecipe, corpus_sha256: str, report: Progress) -> None:
+def _build_into(
+    staging: Path, *, recipe: DemoRecipe, provenance: dict[str, Any], report: Progress
+) -> None:
     started = time.perf_counter()
     report(
         f"{DEMO_MODEL_NAME}: building the demo model (first start only, about 30 s on two CPU cores); "
@@ -169,8 +171,9 @@ def _build_into(staging: Path, *, recipe: DemoRecipe, corpus_sha256: str, report
     )
     # Safetensors is the default format of every transformers version we support (>= 4.46), and
     # transformers 5 no longer takes the safe_serialization flag; the file name is checked below.
-    model.save_pretrained(staging)
-    chat_tokenizer.save_pretrained(staging)
+    with _quiet_progress_bars():
+        model.save_pretrained(staging)
+        chat_tokenizer.save_pretrained(staging)
     _pin_tokenizer_config(staging, chat_template=str(chat_tokenizer.chat_template))
     weights = staging / "model.safetensors"
     if not weights.is_file():
@@ -187,15 +190,13 @@ def _build_into(staging: Path, *, recipe: DemoRecipe, corpus_sha256: str, report
             first_loss=result.first_loss,
             final_loss=result.final_loss,
             build_seconds=build_seconds,
+            recipe_version=provenance["recipe_version"],
         ),
         encoding="utf-8",
     )
     info = {
         "name": DEMO_MODEL_NAME,
-        "recipe_version": RECIPE_VERSION,
-        "fingerprint": recipe.fingerprint(corpus_sha256),
-        "recipe": asdict(recipe),
-        "corpus_sha256": corpus_sha256,
+        **provenance,
         "parameters": result.parameters,
         "first_loss": result.first_loss,
         "final_loss": result.final_loss,
@@ -207,6 +208,18 @@ def _build_into(staging: Path, *, recipe: DemoRecipe, corpus_sha256: str, report
     }
     # Written last: its presence is what marks the directory complete.
     (staging / BUILD_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+@contextmanager
+def _quiet_progress_bars() -> Iterator[None]:
+    """No "Writing model shards" tqdm bar in the server's start-up log (it has its own progress)."""
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def _pin_tokenizer_config(model_dir: Path, *, chat_template: str) -> None:

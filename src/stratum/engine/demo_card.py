@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stratum.engine.demo_recipe import RECIPE_VERSION, DemoRecipe
+from stratum.engine.demo_recipe import DemoRecipe
 from stratum.engine.demo_tokenizer import IM_END
 
 
@@ -16,6 +16,7 @@ def render_model_card(
     first_loss: float,
     final_loss: float,
     build_seconds: float,
+    recipe_version: int,
 ) -> str:
     # The front matter is the Hugging Face model-card metadata, so hubs and tools label it right.
     return f"""---
@@ -55,6 +56,6 @@ platform, in English and Chinese. Next-token loss went from {first_loss:.2f} to 
 nats per token on that corpus: the model repeats answers it has seen, roughly, and makes up nonsense
 for anything else. It knows nothing about the world.
 
-Build recipe version {RECIPE_VERSION}, seed {recipe.seed}; the same recipe on the same software
+Build recipe version {recipe_version}, seed {recipe.seed}; the same recipe on the same software
 rebuilds the same weights. Licensed Apache-2.0, like Stratum.
 """

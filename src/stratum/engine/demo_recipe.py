@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 # Bump when the build *code* changes what comes out for the same recipe (template, sampling of
 # batches, training loop, saved files): a recipe-only change is caught by the fingerprint already.
@@ -48,10 +49,11 @@ class DemoRecipe:
     # The cosine schedule decays to 10% of the peak, not zero: the last steps still learn something.
     min_lr_ratio: float = 0.1
 
-    def fingerprint(self, corpus_digest: str) -> str:
-        """A hash of everything that determines the weights: build code version, recipe, corpus."""
-        payload = {"recipe_version": RECIPE_VERSION, "recipe": asdict(self), "corpus": corpus_digest}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    def provenance(self, corpus_digest: str) -> dict[str, Any]:
+        """Everything that determines the weights: build code version, recipe, corpus, and its hash."""
+        payload = {"recipe_version": RECIPE_VERSION, "recipe": asdict(self), "corpus_sha256": corpus_digest}
+        fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return {**payload, "fingerprint": fingerprint}
 
 
 DEFAULT_RECIPE = DemoRecipe()

@@ -1,6 +1,6 @@
 """Which engine serves a model reference: resolves through the registry, loads on first use.
 
-Engines are keyed by registry version id, so ``demo``, ``demo@1`` and ``demo:prod`` share one engine
+Engines are keyed by registry version, so ``demo``, ``demo@1`` and ``demo:prod`` share one engine
 when they point at the same version, and a newly added model is served without a restart.
 """
 
@@ -87,7 +87,7 @@ class ModelPool:
         return version, encoder
 
     async def _load(self, version: ModelVersionPublic) -> Any:
-        key = str(version.id)
+        key = _key(version)
         if key in self._engines:
             return self._engines[key]
         lock = self._locks.setdefault(key, asyncio.Lock())
@@ -126,3 +126,8 @@ class ModelPool:
                 await close()
         self._engines.clear()
         self._versions.clear()
+
+
+def _key(version: ModelVersionPublic) -> str:
+    # Row ids alone are not enough: a database may reuse a deleted version's id for a new model.
+    return f"{version.id}|{version.ref}|{version.created_at.isoformat()}"

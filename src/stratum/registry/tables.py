@@ -15,6 +15,8 @@ class ModelRow(Base):
     """A served name. Versions are numbered per model and never reused (``last_version``)."""
 
     __tablename__ = "models"
+    # Ids are never reused (SQLite would otherwise recycle the highest deleted id).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
@@ -32,6 +34,7 @@ class ModelVersionRow(Base):
     __table_args__ = (
         UniqueConstraint("model_id", "version"),
         Index(None, "base_version_id"),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -53,6 +53,8 @@ def upgrade() -> None:
         sa.Column("created_at", _timestamp(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_models"),
         sa.UniqueConstraint("name", name="uq_models_name"),
+        # Ids are never reused, so history and lineage rows can't point at a different model later.
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "model_versions",
@@ -81,6 +83,7 @@ def upgrade() -> None:
             name="fk_model_versions_base_version_id_model_versions",
         ),
         sa.UniqueConstraint("model_id", "version", name="uq_model_versions_model_id_version"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_model_versions_base_version_id", "model_versions", ["base_version_id"])
     op.create_table(

@@ -1,0 +1,112 @@
+"""End-to-end: the real ``stratum`` console script, a real server process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.tiny import build_tiny_llama
+
+ADMIN_KEY = "sk-stm-e2e-admin-key-0123456789abcdef"
+STRATUM = str(Path(sys.executable).parent / "stratum")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    port: int
+    home: Path
+    env: dict[str, str]
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [STRATUM, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"stratum {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+def start_server(home: Path, *, extra_env: dict[str, str] | None = None, timeout: float = 180) -> Server:
+    port = free_port()
+    env = {
+        **os.environ,
+        "STRATUM_HOME": str(home),
+        "STRATUM_PORT": str(port),
+        "STRATUM_HOST": "127.0.0.1",
+        "STRATUM_ADMIN_KEY": ADMIN_KEY,
+        "STRATUM_DEMO_MODEL": "false",
+        "STRATUM_LOG_JSON": "true",
+        "HF_HUB_OFFLINE": "1",
+        # Lets a model registered with --api-key-env E2E_UPSTREAM_KEY call this very server as upstream.
+        "E2E_UPSTREAM_KEY": ADMIN_KEY,
+        **(extra_env or {}),
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "server-output.txt"
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [STRATUM, "serve"], env=env, stdout=sink, stderr=subprocess.STDOUT, text=True
+        )
+    server = Server(process=process, port=port, home=home, env=env, log=log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    stop_server(server)
+    raise AssertionError(f"server not ready after {timeout}s:\n{server.output()}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("e2e-model") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Server]:
+    """One server for the read-mostly e2e tests: a tiny local Llama and the bundled encoder."""
+    home = tmp_path_factory.mktemp("e2e-home")
+    env = {**os.environ, "STRATUM_HOME": str(home)}
+    subprocess.run([STRATUM, "models", "add", "tiny", "--path", str(tiny_model_dir)], env=env, check=True,
+                   capture_output=True, timeout=120)
+    running = start_server(home)
+    yield running
+    stop_server(running)
