@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=16, ge=1, description="Sequences decoded together by the engine loop.")
     request_timeout: float = Field(default=300.0, gt=0, description="Seconds before a generation is cut.")
     upstream_timeout: float = Field(default=60.0, gt=0, description="Seconds to wait on an upstream.")
-    torch_threads: int = Field(default=0, ge=0, description="torch intra-op threads; 0 keeps torch's default.")
+    torch_threads: int = Field(
+        default=0, ge=0, description="torch intra-op threads; 0 keeps torch's default."
+    )
     dtype: Literal["float32", "bfloat16"] = Field(default="float32", description="Weights dtype on CPU.")
     log_level: str = Field(default="INFO", description="Root log level.")
     log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless a TTY.")

@@ -105,8 +105,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     """One server for the read-mostly e2e tests: a tiny local Llama and the bundled encoder."""
     home = tmp_path_factory.mktemp("e2e-home")
     env = {**os.environ, "STRATUM_HOME": str(home)}
-    subprocess.run([STRATUM, "models", "add", "tiny", "--path", str(tiny_model_dir)], env=env, check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [STRATUM, "models", "add", "tiny", "--path", str(tiny_model_dir)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     running = start_server(home)
     yield running
     stop_server(running)

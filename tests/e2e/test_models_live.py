@@ -25,8 +25,18 @@ def _wait_gone(client: openai.OpenAI, model: str) -> None:
 def test_upstream_model_added_live_and_proxied(server: Server) -> None:
     """The server proxies to an OpenAI-compatible upstream: here, itself (the tiny local model)."""
     added = server.cli(
-        "models", "add", "proxied", "--upstream", server.base_url, "--upstream-model", "tiny",
-        "--api-key-env", "E2E_UPSTREAM_KEY", "--description", "代理到本机", "--json",
+        "models",
+        "add",
+        "proxied",
+        "--upstream",
+        server.base_url,
+        "--upstream-model",
+        "tiny",
+        "--api-key-env",
+        "E2E_UPSTREAM_KEY",
+        "--description",
+        "代理到本机",
+        "--json",
     )
     assert json.loads(added.stdout)["upstream_model"] == "tiny"
     with openai.OpenAI(base_url=server.base_url, api_key=ADMIN_KEY, max_retries=0) as client:

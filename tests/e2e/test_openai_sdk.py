@@ -57,7 +57,11 @@ def test_seed_reproducible_and_n(client: openai.OpenAI) -> None:
 def test_streaming_matches_non_streaming(client: openai.OpenAI) -> None:
     whole = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=12, temperature=0)
     stream = client.chat.completions.create(
-        model="tiny", messages=MESSAGES, max_tokens=12, temperature=0, stream=True,
+        model="tiny",
+        messages=MESSAGES,
+        max_tokens=12,
+        temperature=0,
+        stream=True,
         stream_options={"include_usage": True},
     )
     pieces, usage, finish = [], None, None
@@ -75,11 +79,13 @@ def test_streaming_matches_non_streaming(client: openai.OpenAI) -> None:
 def test_async_client_concurrent(server: Server) -> None:
     async def run() -> list[str]:
         client = openai.AsyncOpenAI(base_url=server.base_url, api_key=ADMIN_KEY, max_retries=0)
+
         async def one(i: int) -> str:
             r = await client.chat.completions.create(
                 model="tiny", messages=[{"role": "user", "content": f"第{i}个问题"}], max_tokens=6, seed=i
             )
             return r.choices[0].message.content or ""
+
         try:
             return await asyncio.gather(*[one(i) for i in range(6)])
         finally:
@@ -94,7 +100,9 @@ def test_completions_and_stop(client: openai.OpenAI) -> None:
     assert full.usage is not None and full.usage.completion_tokens >= 1
     if len(text) >= 4:
         stop = text[2:4]
-        cut = client.completions.create(model="tiny", prompt="从前有座山", max_tokens=16, temperature=0, stop=[stop])
+        cut = client.completions.create(
+            model="tiny", prompt="从前有座山", max_tokens=16, temperature=0, stop=[stop]
+        )
         assert stop not in cut.choices[0].text
         assert text.startswith(cut.choices[0].text)
 

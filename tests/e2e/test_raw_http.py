@@ -38,7 +38,12 @@ def test_malformed_chat_requests(server: Server, body: bytes, status: int) -> No
 
 
 def test_auth_header_variants(server: Server) -> None:
-    for headers in ({}, {"authorization": "Basic abc"}, {"authorization": "Bearer"}, {"authorization": "Bearer x"}):
+    for headers in (
+        {},
+        {"authorization": "Basic abc"},
+        {"authorization": "Bearer"},
+        {"authorization": "Bearer x"},
+    ):
         response = httpx.get(f"{server.base_url}/models", headers=headers, timeout=10)
         assert response.status_code == 401
         assert response.json()["error"]["type"] == "authentication_error"

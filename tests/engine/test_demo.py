@@ -158,7 +158,10 @@ def test_chat_template_tokens_carry_one_bos(tokenizer: PreTrainedTokenizerBase) 
         [{"role": "user", "content": "Stratum 是什么？"}], add_generation_prompt=True, return_dict=False
     )
     assert ids.count(tokenizer.bos_token_id) == 1
-    assert tokenizer.decode(ids) == "<|bos|><|im_start|>user\nStratum 是什么？<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        tokenizer.decode(ids)
+        == "<|bos|><|im_start|>user\nStratum 是什么？<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_generation_runs_offline(baby_dir: Path, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -246,7 +249,9 @@ def test_build_is_deterministic_and_leaves_global_rng_alone(tmp_path: Path) -> N
         torch.set_num_threads(threads)
     assert first is not None and second is not None
     assert first["weights_sha256"] == second["weights_sha256"]
-    assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (tmp_path / "b" / "tokenizer.json").read_bytes()
+    assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (
+        tmp_path / "b" / "tokenizer.json"
+    ).read_bytes()
 
 
 def test_progress_reports_each_step(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from stratum.cli.output import (
     CliError,
+    abridge,
     print_fields,
     print_json,
     print_note,
@@ -36,6 +37,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 NameArg = Annotated[str, typer.Argument(help="Model name, e.g. qwen2.5-7b-instruct.")]
 
 _LIST_COLUMNS = ("name", "kind", "source", "latest", "aliases", "target", "description")
+# Characters of a description `models list` shows; `models show` and --json have all of it.
+_DESCRIPTION_WIDTH = 32
 _VERSION_COLUMNS = ("version", "source", "aliases", "target", "created_by", "created_at")
 
 
@@ -68,7 +71,7 @@ def _summary_row(model: ModelPublic) -> dict[str, Any]:
         "latest": latest.version if latest else None,
         "aliases": _aliases(model.aliases),
         "target": _target(latest) if latest else None,
-        "description": model.description,
+        "description": abridge(model.description, _DESCRIPTION_WIDTH),
     }
 
 

@@ -59,6 +59,13 @@ def print_success(message: str) -> None:
     _stdout().print(Text(message, style="green"), soft_wrap=True)
 
 
+def abridge(text: str | None, width: int) -> str | None:
+    """``text`` cut to ``width`` characters with an ellipsis (tables; --json keeps it whole)."""
+    if text is None or len(text) <= width:
+        return text
+    return text[: width - 1].rstrip() + "…"
+
+
 def one_line(message: str) -> str:
     """Collapse a possibly multi-line message (e.g. a pydantic report) to a single line."""
     return " ".join(part.strip() for part in message.splitlines() if part.strip())
@@ -92,8 +99,7 @@ def print_table(
     # A light box leaves more of a narrow terminal to the cells.
     table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
     for column in columns:
-        header = (headers or {}).get(column, column.replace("_", " "))
-        table.add_column(header, overflow="fold")
+        table.add_column((headers or {}).get(column, column.replace("_", " ")), overflow="fold")
     for row in rows:
         table.add_row(*(Text(cell(row.get(column))) for column in columns))
     _stdout().print(table)

@@ -128,9 +128,7 @@ def _is_current(target_dir: Path, fingerprint: str) -> bool:
     return info is not None and info.get("fingerprint") == fingerprint
 
 
-def _build_into(
-    staging: Path, *, recipe: DemoRecipe, provenance: dict[str, Any], report: Progress
-) -> None:
+def _build_into(staging: Path, *, recipe: DemoRecipe, provenance: dict[str, Any], report: Progress) -> None:
     started = time.perf_counter()
     report(
         f"{DEMO_MODEL_NAME}: building the demo model (first start only, about 30 s on two CPU cores); "
@@ -154,7 +152,9 @@ def _build_into(
         f"{DEMO_MODEL_NAME}: training a {recipe.num_layers}-layer Llama (width {recipe.hidden_size}) "
         f"for {recipe.steps} steps on {sum(map(len, sequences)):,} tokens"
     )
-    result = train_demo_model(recipe, config, sequences, progress=lambda line: report(f"{DEMO_MODEL_NAME}: {line}"))
+    result = train_demo_model(
+        recipe, config, sequences, progress=lambda line: report(f"{DEMO_MODEL_NAME}: {line}")
+    )
     report(
         f"{DEMO_MODEL_NAME}: trained {result.parameters:,} parameters in {result.seconds:.0f} s, "
         f"corpus loss {result.first_loss:.2f} -> {result.final_loss:.2f}; saving"

@@ -39,7 +39,7 @@ CHAT_TEMPLATE = (
     "{%- for call in message.get('tool_calls') or [] -%}"
     "{%- set function = call['function'] if call['function'] is defined else call -%}"
     "{%- if not loop.first or message['content'] -%}{{- '\\n' -}}{%- endif -%}"
-    '{{- \'{"name": \' + (function[\'name\'] | tojson) + \', "arguments": \' -}}'
+    "{{- '{\"name\": ' + (function['name'] | tojson) + ', \"arguments\": ' -}}"
     "{%- if function['arguments'] is string -%}{{- function['arguments'] -}}"
     "{%- else -%}{{- function['arguments'] | tojson -}}{%- endif -%}"
     "{{- '}' -}}"

@@ -58,18 +58,6 @@ def _learning_rate(recipe: DemoRecipe, step: int) -> float:
     return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (recipe.learning_rate - floor)
 
 
-def _corpus_loss(model: LlamaForCausalLM, sequences: Sequence[Sequence[int]]) -> float:
-    """Mean next-token loss over every conversation, one at a time (no padding to get wrong)."""
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for ids in sequences:
-            tokens = torch.tensor([list(ids)])
-            loss = model(input_ids=tokens, labels=tokens).loss
-            total += loss.item() * (len(ids) - 1)
-            count += len(ids) - 1
-    return total / max(1, count)
-
-
 # The conversations packed into one training row.
 _Row = list[Sequence[int]]
 
@@ -99,17 +87,25 @@ def _packed_batches(
         raise ValueError("the demo corpus has no conversations")
     pending: list[_Row] = []
     while True:
-        row: _Row = []
-        for index in torch.randperm(len(sequences), generator=generator).tolist():
-            ids = sequences[index][: recipe.block_size]
-            if sum(map(len, row)) + len(ids) > recipe.block_size:
-                pending.append(row)
-                row = []
-            row.append(ids)
-        pending.append(row)
+        order = torch.randperm(len(sequences), generator=generator).tolist()
+        pending.extend(_pack([sequences[i] for i in order], block_size=recipe.block_size))
         while len(pending) >= recipe.batch_size:
             batch, pending = pending[: recipe.batch_size], pending[recipe.batch_size :]
             yield _collate(batch, block_size=recipe.block_size, pad_id=pad_id)
+
+
+def _pack(sequences: Sequence[Sequence[int]], *, block_size: int) -> list[_Row]:
+    """Rows of whole conversations in the given order; a new row when the next one does not fit."""
+    rows: list[_Row] = [[]]
+    used = 0
+    for sequence in sequences:
+        ids = sequence[:block_size]
+        if used + len(ids) > block_size:
+            rows.append([])
+            used = 0
+        rows[-1].append(ids)
+        used += len(ids)
+    return rows
 
 
 def _collate(rows: Sequence[_Row], *, block_size: int, pad_id: int) -> _Batch:
@@ -128,6 +124,24 @@ def _collate(rows: Sequence[_Row], *, block_size: int, pad_id: int) -> _Batch:
             offset = end
         position_ids[r, offset:] = torch.arange(block_size - offset)
     return _Batch(input_ids=input_ids, labels=labels, position_ids=position_ids)
+
+
+def _corpus_loss(model: LlamaForCausalLM, batches: Sequence[_Batch]) -> float:
+    """Mean next-token loss over every token of the corpus, packed as in training."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in batches:
+            loss = model(
+                input_ids=batch.input_ids,
+                labels=batch.labels,
+                position_ids=batch.position_ids,
+                use_cache=False,
+            ).loss
+            # transformers averages over the labelled tokens (shifted by one); weigh batches by them.
+            labelled = int((batch.labels[:, 1:] != -100).sum())
+            total += loss.item() * labelled
+            count += labelled
+    return total / max(1, count)
 
 
 def train_demo_model(
@@ -183,7 +197,15 @@ def train_demo_model(
                 elapsed = time.perf_counter() - started
                 progress(f"training step {step + 1}/{recipe.steps}, loss {recent:.2f} ({elapsed:.0f} s)")
         model.eval()
-        final_loss = _corpus_loss(model, sequences)
+        # Batched like training, since one forward per conversation is ~30x slower on a busy CPU.
+        rows = _pack(sequences, block_size=recipe.block_size)
+        final_loss = _corpus_loss(
+            model,
+            [
+                _collate(rows[i : i + recipe.batch_size], block_size=recipe.block_size, pad_id=pad_id)
+                for i in range(0, len(rows), recipe.batch_size)
+            ],
+        )
 
     return TrainingResult(
         model=model,

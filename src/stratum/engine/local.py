@@ -195,6 +195,10 @@ class LocalEngine:
                 param="max_tokens",
                 code="context_length_exceeded",
             )
+        with self._wake:
+            # Sequences whose clients left while waiting must not hold queue places.
+            if any(seq.cancelled for seq in self._waiting):
+                self._waiting = deque(seq for seq in self._waiting if not seq.cancelled)
         if len(self._waiting) >= self.max_queue:
             raise Overloaded(f"the engine queue is full ({self.max_queue} waiting); retry shortly")
         seq = _Sequence(

@@ -40,6 +40,9 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.running = Gauge(
+            "stratum_engine_running", "Sequences being generated", ["model"], registry=self.registry
+        )
         self.loaded_models = Gauge("stratum_loaded_models", "Engines held in memory", registry=self.registry)
 
     def observe(self, *, endpoint: str, model: str, status: int, seconds: float) -> None:

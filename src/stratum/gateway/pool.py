@@ -109,12 +109,11 @@ class ModelPool:
 
     async def unload_missing(self) -> None:
         """Close engines whose version left the registry (``stratum models remove``)."""
-        known = {
-            str(v.id) for m in await anyio.to_thread.run_sync(self.registry.list_models) for v in m.versions
-        }
+        models = await anyio.to_thread.run_sync(self.registry.list_models)
+        known = {_key(v) for m in models for v in m.versions}
         for key in [k for k in self._engines if k not in known]:
             engine = self._engines.pop(key)
-            self._versions.pop(key, None)
+            log.info("unloading model no longer registered", extra={"model": self._versions.pop(key).ref})
             close = getattr(engine, "close", None)
             if close is not None:
                 await close()
@@ -129,5 +128,5 @@ class ModelPool:
 
 
 def _key(version: ModelVersionPublic) -> str:
-    # Row ids alone are not enough: a database may reuse a deleted version's id for a new model.
-    return f"{version.id}|{version.ref}|{version.created_at.isoformat()}"
+    # The ref guards against a store that recycles a deleted row's id for another model.
+    return f"{version.id}|{version.ref}"

@@ -28,7 +28,7 @@ async def readyz(state: StateDep) -> JSONResponse:
 @router.get("/metrics")
 async def metrics(state: StateDep) -> Response:
     for version, engine in state.pool.loaded():
-        depth = getattr(engine, "queue_depth", 0)
-        state.metrics.queue_depth.labels(version.name).set(depth)
+        state.metrics.queue_depth.labels(version.name).set(getattr(engine, "queue_depth", 0))
+        state.metrics.running.labels(version.name).set(getattr(engine, "running", 0))
     state.metrics.loaded_models.set(len(state.pool.loaded()))
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
