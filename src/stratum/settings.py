@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         default=64, ge=1, description="Requests waiting for an engine slot before 503 + Retry-After."
     )
-    max_batch: int = Field(default=16, ge=1, description="Sequences decoded together by the engine loop.")
+    max_batch: int = Field(
+        default=16, ge=1, description="Sequences the engine loop runs at once; the rest wait in the queue."
+    )
     request_timeout: float = Field(default=300.0, gt=0, description="Seconds before a generation is cut.")
     upstream_timeout: float = Field(default=60.0, gt=0, description="Seconds to wait on an upstream.")
     torch_threads: int = Field(

@@ -1,4 +1,4 @@
-"""The official openai SDK (sync, async, streaming) against a running server, unchanged but base_url/api_key."""
+"""The official openai SDK (sync, async, streaming) against a running server, only base_url/api_key set."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ class ModelRow(Base):
 
     __tablename__ = "models"
     # Ids are never reused (SQLite would otherwise recycle the highest deleted id).
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
