@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from stratum.engine import demo, demo_recipe
+from stratum.engine import demo, demo_recipe, demo_training
 from stratum.engine.demo import (
     BUILD_INFO_FILE,
     DEMO_MODEL_NAME,
@@ -234,19 +234,22 @@ def test_failed_build_keeps_the_old_model(tmp_path: Path, monkeypatch: pytest.Mo
     assert sorted(p.name for p in path.parent.iterdir()) == [f".{DEMO_MODEL_NAME}.lock", DEMO_MODEL_NAME]
 
 
-def test_build_is_deterministic_and_leaves_global_rng_alone(tmp_path: Path) -> None:
+def test_build_is_deterministic_and_leaves_global_rng_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     torch.manual_seed(0)
     expected_next = torch.rand(1)
     torch.manual_seed(0)
-    first = read_build_info(build_demo_model(tmp_path / "a", recipe=BABY))
-    assert torch.equal(torch.rand(1), expected_next)
-
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        second = read_build_info(build_demo_model(tmp_path / "b", recipe=BABY))
-    finally:
-        torch.set_num_threads(threads)
+    # Real widths (the matmuls of the baby are too small to be split across threads), few steps.
+    recipe = replace(DEFAULT_RECIPE, vocab_size=512, num_layers=1, steps=2)
+    first = read_build_info(build_demo_model(tmp_path / "a", recipe=recipe))
+    assert torch.equal(torch.rand(1), expected_next)
+    assert torch.get_num_threads() == threads
+
+    # A second build, on more threads: the thread count must not change the weights.
+    monkeypatch.setattr(demo_training, "TRAINING_THREADS", 2)
+    second = read_build_info(build_demo_model(tmp_path / "b", recipe=recipe))
     assert first is not None and second is not None
     assert first["weights_sha256"] == second["weights_sha256"]
     assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (

@@ -1,7 +1,7 @@
 """The demo model: a toy Llama trained on first start, so ``make run`` serves a model offline.
 
 No real model can be downloaded at install time, so Stratum builds one from its own code: a
-byte-level BPE tokenizer and a ~0.7M-parameter Llama trained for ~20 s on a bundled bilingual
+byte-level BPE tokenizer and a 0.7M-parameter Llama trained for ~20 s on a bundled bilingual
 corpus (``demo_corpus/``), saved as an ordinary Hugging Face model directory::
 
     $STRATUM_HOME/models/stratum-demo/
@@ -37,7 +37,14 @@ from transformers.utils import logging as transformers_logging
 from stratum.engine.demo_card import render_model_card
 from stratum.engine.demo_conversations import corpus_digest, load_conversations
 from stratum.engine.demo_recipe import DEFAULT_RECIPE, DemoRecipe
-from stratum.engine.demo_tokenizer import BOS_TOKEN, IM_END, PAD_TOKEN, train_tokenizer, wrap_tokenizer
+from stratum.engine.demo_tokenizer import (
+    BOS_TOKEN,
+    IM_END,
+    PAD_TOKEN,
+    special_token_id,
+    train_tokenizer,
+    wrap_tokenizer,
+)
 from stratum.engine.demo_training import llama_config, train_demo_model
 
 if sys.platform != "win32":
@@ -131,7 +138,7 @@ def _is_current(target_dir: Path, fingerprint: str) -> bool:
 def _build_into(staging: Path, *, recipe: DemoRecipe, provenance: dict[str, Any], report: Progress) -> None:
     started = time.perf_counter()
     report(
-        f"{DEMO_MODEL_NAME}: building the demo model (first start only, about 30 s on two CPU cores); "
+        f"{DEMO_MODEL_NAME}: building the demo model (first start only, about 20-30 s on a laptop CPU); "
         "it is a toy that produces toy text, not a real assistant"
     )
     conversations = load_conversations()
@@ -146,8 +153,12 @@ def _build_into(staging: Path, *, recipe: DemoRecipe, provenance: dict[str, Any]
         tokenizer.encode(chat_tokenizer.apply_chat_template(c, tokenize=False), add_special_tokens=False).ids
         for c in conversations
     ]
-    ids = {token: tokenizer.token_to_id(token) for token in (BOS_TOKEN, IM_END, PAD_TOKEN)}
-    config = llama_config(recipe, bos_id=ids[BOS_TOKEN], eos_id=ids[IM_END], pad_id=ids[PAD_TOKEN])
+    config = llama_config(
+        recipe,
+        bos_id=special_token_id(tokenizer, BOS_TOKEN),
+        eos_id=special_token_id(tokenizer, IM_END),
+        pad_id=special_token_id(tokenizer, PAD_TOKEN),
+    )
     report(
         f"{DEMO_MODEL_NAME}: training a {recipe.num_layers}-layer Llama (width {recipe.hidden_size}) "
         f"for {recipe.steps} steps on {sum(map(len, sequences)):,} tokens"
@@ -156,8 +167,8 @@ def _build_into(staging: Path, *, recipe: DemoRecipe, provenance: dict[str, Any]
         recipe, config, sequences, progress=lambda line: report(f"{DEMO_MODEL_NAME}: {line}")
     )
     report(
-        f"{DEMO_MODEL_NAME}: trained {result.parameters:,} parameters in {result.seconds:.0f} s, "
-        f"corpus loss {result.first_loss:.2f} -> {result.final_loss:.2f}; saving"
+        f"{DEMO_MODEL_NAME}: trained {result.parameters:,} parameters in {result.seconds:.0f} s, loss "
+        f"{result.first_loss:.2f} at the first step, {result.final_loss:.2f} over the corpus; saving"
     )
 
     model = result.model
@@ -169,10 +180,10 @@ def _build_into(staging: Path, *, recipe: DemoRecipe, provenance: dict[str, Any]
         do_sample=False,
         max_new_tokens=MAX_NEW_TOKENS,
     )
-    # Safetensors is the default format of every transformers version we support (>= 4.46), and
-    # transformers 5 no longer takes the safe_serialization flag; the file name is checked below.
+    # safe_serialization is a real flag in transformers 4 (default True) and silently accepted by
+    # transformers 5, which only writes safetensors; the file is checked below either way.
     with _quiet_progress_bars():
-        model.save_pretrained(staging)
+        model.save_pretrained(staging, safe_serialization=True)
         chat_tokenizer.save_pretrained(staging)
     _pin_tokenizer_config(staging, chat_template=str(chat_tokenizer.chat_template))
     weights = staging / "model.safetensors"

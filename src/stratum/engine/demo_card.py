@@ -52,9 +52,9 @@ Register a real model to get real answers, and set `STRATUM_DEMO_MODEL=false` to
 
 Trained from scratch for {recipe.steps} steps (the whole build took {build_seconds:.0f} s on the machine
 that built it) on {conversations} short bundled conversations ({corpus_tokens:,} tokens) about the Stratum
-platform, in English and Chinese. Next-token loss went from {first_loss:.2f} to {final_loss:.2f}
-nats per token on that corpus: the model repeats answers it has seen, roughly, and makes up nonsense
-for anything else. It knows nothing about the world.
+platform, in English and Chinese. Next-token loss went from {first_loss:.2f} at the first step to
+{final_loss:.2f} nats per token over the whole corpus at the end: the model repeats answers it has
+seen, roughly, and makes up nonsense for anything else. It knows nothing about the world.
 
 Build recipe version {recipe_version}, seed {recipe.seed}; the same recipe on the same software
 rebuilds the same weights. Licensed Apache-2.0, like Stratum.

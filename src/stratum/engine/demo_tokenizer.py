@@ -91,6 +91,13 @@ def train_tokenizer(conversations: Sequence[Conversation], *, vocab_size: int) -
     return tokenizer
 
 
+def special_token_id(tokenizer: Tokenizer, token: str) -> int:
+    token_id = tokenizer.token_to_id(token)
+    if token_id is None:
+        raise ValueError(f"the demo tokenizer has no {token} token")
+    return token_id
+
+
 def wrap_tokenizer(tokenizer: Tokenizer, *, context_length: int) -> PreTrainedTokenizerFast:
     """The transformers tokenizer the server loads with ``AutoTokenizer.from_pretrained``."""
     return PreTrainedTokenizerFast(

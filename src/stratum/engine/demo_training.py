@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,12 @@ from stratum.engine.demo_recipe import DemoRecipe
 
 # Report progress about ten times per build: enough for a start-up log, not a flood.
 PROGRESS_REPORTS = 10
+# Train on one thread. Two threads take 16 s instead of 26 s on two idle cores, but every op of a
+# model this small is a fork-join barrier, and as soon as another process wants a core (the server
+# loading its encoder, a pip install, a test run) the barrier waits on a preempted thread: measured
+# 80 s with two threads against 35 s with one next to a single busy process. The weights do not
+# depend on the thread count (the tests check it).
+TRAINING_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -76,11 +83,11 @@ def _packed_batches(
 
     Each epoch shuffles the conversations and packs them in that order, starting a new row when the
     next one does not fit, so an epoch shows every conversation once, whole, from <|bos|> to its
-    last <|im_end|> (~6 steps for the bundled corpus). Position ids restart at 0 for every
+    last <|im_end|> (95 rows for the bundled corpus). Position ids restart at 0 for every
     conversation: RoPE then sees the positions it sees when serving, and transformers turns restarts
     into a block-diagonal causal mask, so no conversation attends to the one packed before it.
-    Measured on the default recipe at 130 steps, corpus loss: 1.58 with random windows over one
-    stream, 1.33 packed without the restarts, 0.91 packed with them (~5% slower per step).
+    Measured at 130 steps of 16 rows, corpus loss: 1.58 with random windows over one stream, 1.33
+    packed without the restarts, 0.91 packed with them (the mask costs ~5% per step).
     The padding at a row's end is masked out of the loss with -100.
     """
     if not sequences:
@@ -144,6 +151,16 @@ def _corpus_loss(model: LlamaForCausalLM, batches: Sequence[_Batch]) -> float:
     return total / max(1, count)
 
 
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train_demo_model(
     recipe: DemoRecipe,
     config: LlamaConfig,
@@ -156,7 +173,7 @@ def train_demo_model(
     if pad_id is None:
         raise ValueError("the demo LlamaConfig needs a pad_token_id to pad packed rows")
     started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    with _torch_threads(TRAINING_THREADS), torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         model = LlamaForCausalLM(config).float()
         # Shuffling has its own generator: the number of random draws initialisation takes can then

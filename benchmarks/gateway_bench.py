@@ -1,0 +1,269 @@
+"""Gateway overhead: the mock upstream called directly vs. through a real `stratum serve` in front.
+
+Both targets run for the whole benchmark and are measured alternately in ABBA order (direct,
+gateway, gateway, direct, ...), so a neighbour's load that comes and goes lands on both about
+equally. The same client, body, headers, concurrency and request count are used for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from load import Sample, make_client, post_json, post_stream, run_load
+from mock_upstream import ANSWER
+from processes import Progress, cpu_seconds, free_port, run_checked, running, stratum_command, stratum_env
+from stats import ms, p50_p99, ratio
+
+HERE = Path(__file__).resolve().parent
+TARGETS = ("direct", "gateway")
+MODES = ("json", "sse")
+
+
+@dataclass
+class Phase:
+    """Everything measured for one (mode, target) pair, pooled over its rounds."""
+
+    mode: str
+    target: str
+    latencies: list[float] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    cpu: dict[str, float] = field(default_factory=lambda: {"client": 0.0, "mock": 0.0, "gateway": 0.0})
+
+    def add(self, samples: list[Sample], errors: list[str], wall: float, cpu: dict[str, float]) -> None:
+        for sample in samples:
+            # A response that is not the mock's answer is a failure, not a fast success.
+            if sample.text != ANSWER:
+                self.errors.append(f"request {sample.index}: unexpected answer {sample.text[:60]!r}")
+                continue
+            self.latencies.append(sample.latency)
+            if sample.ttft is not None:
+                self.ttfts.append(sample.ttft)
+        self.errors.extend(errors)
+        self.wall_seconds += wall
+        for name, seconds in cpu.items():
+            self.cpu[name] += seconds
+
+    def summary(self) -> dict[str, Any]:
+        done = len(self.latencies)
+        p50, p99 = p50_p99(self.latencies)
+        ttft50, ttft99 = p50_p99(self.ttfts)
+        return {
+            "mode": self.mode,
+            "target": self.target,
+            "requests_ok": done,
+            "errors": len(self.errors),
+            "first_errors": self.errors[:3],
+            "wall_seconds": self.wall_seconds,
+            "requests_per_s": ratio(done, self.wall_seconds),
+            "latency_p50_s": p50,
+            "latency_p99_s": p99,
+            "ttft_p50_s": ttft50,
+            "ttft_p99_s": ttft99,
+            "cpu_ms_per_request": {k: ratio(v * 1000, done) for k, v in self.cpu.items()},
+        }
+
+
+def _bodies() -> dict[str, dict[str, Any]]:
+    base = {"model": "mock", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
+    return {
+        "json": {**base, "temperature": 0},
+        "sse": {**base, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}},
+    }
+
+
+def run_gateway_bench(
+    *,
+    workdir: Path,
+    json_requests: int,
+    sse_requests: int,
+    concurrency: int,
+    warmup: int,
+    rounds: int,
+    progress: Progress,
+) -> dict[str, Any]:
+    home, logs = workdir / "gateway-home", workdir / "logs"
+    home.mkdir(parents=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    mock_port, gateway_port = free_port(), free_port()
+    admin_key = "sk-bench-" + secrets.token_urlsafe(24)  # >= 20 chars, new each run
+    stratum = stratum_command()
+    mock_command = [sys.executable, str(HERE / "mock_upstream.py"), "--port", str(mock_port)]
+    with running(
+        mock_command,
+        env=stratum_env(home),
+        cwd=workdir,
+        log_path=logs / "mock.log",
+        ready_url=f"http://127.0.0.1:{mock_port}/healthz",
+        name="mock upstream",
+        progress=progress,
+    ) as mock:
+        run_checked(
+            [stratum, "models", "add", "mock", "--upstream", f"http://127.0.0.1:{mock_port}/v1"],
+            env=stratum_env(home),
+            cwd=workdir,
+            log_path=logs / "models-add.log",
+        )
+        serve_env = stratum_env(
+            home,
+            port=str(gateway_port),
+            admin_key=admin_key,
+            demo_model="false",
+            embeddings_model="false",
+        )
+        with running(
+            [stratum, "serve"],
+            env=serve_env,
+            cwd=workdir,
+            log_path=logs / "gateway.log",
+            ready_url=f"http://127.0.0.1:{gateway_port}/readyz",
+            name="stratum gateway",
+            progress=progress,
+        ) as gateway:
+            urls = {
+                "direct": f"http://127.0.0.1:{mock_port}/v1/chat/completions",
+                "gateway": f"http://127.0.0.1:{gateway_port}/v1/chat/completions",
+            }
+            phases = asyncio.run(
+                _measure(
+                    urls=urls,
+                    headers={"authorization": f"Bearer {admin_key}"},
+                    pids={"mock": mock.pid, "gateway": gateway.pid},
+                    counts={"json": json_requests, "sse": sse_requests},
+                    concurrency=concurrency,
+                    warmup=warmup,
+                    rounds=rounds,
+                    progress=progress,
+                )
+            )
+    return _report(phases, concurrency=concurrency, rounds=rounds, warmup=warmup)
+
+
+async def _measure(
+    *,
+    urls: dict[str, str],
+    headers: dict[str, str],
+    pids: dict[str, int],
+    counts: dict[str, int],
+    concurrency: int,
+    warmup: int,
+    rounds: int,
+    progress: Progress,
+) -> dict[tuple[str, str], Phase]:
+    bodies = _bodies()
+    phases = {(mode, target): Phase(mode, target) for mode in MODES for target in TARGETS}
+
+    def sender(mode: str, target: str) -> Any:
+        post = post_stream if mode == "sse" else post_json
+
+        async def send(client: httpx.AsyncClient, index: int) -> Sample:
+            return await post(client, urls[target], bodies[mode], headers, index)
+
+        return send
+
+    async with make_client(concurrency) as client:
+        # Warm-up (excluded): connection pools, the gateway's first DB sessions and upstream client,
+        # and CPython's lazily built caches, on both paths and in both modes.
+        for mode in MODES:
+            for target in TARGETS:
+                result = await run_load(client, sender(mode, target), count=warmup, concurrency=concurrency)
+                if result.errors:
+                    raise RuntimeError(f"warm-up of {target}/{mode} failed: {result.errors[0]}")
+        progress(f"gateway: warm-up done ({warmup} requests per target and mode)")
+        for mode in MODES:
+            per_round = _split(counts[mode], rounds)
+            for round_index, count in enumerate(per_round):
+                # ABBA: alternate which target goes first, so linear drift in background load cancels.
+                order = TARGETS if round_index % 2 == 0 else TARGETS[::-1]
+                for target in order:
+                    before = _cpu(pids)
+                    result = await run_load(
+                        client, sender(mode, target), count=count, concurrency=concurrency
+                    )
+                    after = _cpu(pids)
+                    phases[mode, target].add(
+                        result.samples,
+                        result.errors,
+                        result.wall_seconds,
+                        {k: after[k] - before[k] for k in before},
+                    )
+                    progress(
+                        f"gateway: {mode:4} {target:7} round {round_index + 1}/{rounds}: {count} requests "
+                        f"in {result.wall_seconds:.2f} s ({len(result.errors)} errors)"
+                    )
+    return phases
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """``total`` requests over ``parts`` rounds, as evenly as possible."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    # process_time covers the load generator's whole process: it runs nothing else while measuring.
+    return {"client": time.process_time(), **{name: cpu_seconds(pid) for name, pid in pids.items()}}
+
+
+def _report(
+    phases: dict[tuple[str, str], Phase], *, concurrency: int, rounds: int, warmup: int
+) -> dict[str, Any]:
+    summaries = [phases[mode, target].summary() for mode in MODES for target in TARGETS]
+    overhead = []
+    for mode in MODES:
+        direct, gateway = phases[mode, "direct"].summary(), phases[mode, "gateway"].summary()
+        overhead.append(
+            {
+                "mode": mode,
+                # Difference of percentiles (the two runs are not paired request by request).
+                "added_p50_s": gateway["latency_p50_s"] - direct["latency_p50_s"],
+                "added_p99_s": gateway["latency_p99_s"] - direct["latency_p99_s"],
+                "throughput_ratio": ratio(gateway["requests_per_s"], direct["requests_per_s"]),
+                "gateway_cpu_ms_per_request": gateway["cpu_ms_per_request"]["gateway"],
+            }
+        )
+    return {
+        "concurrency": concurrency,
+        "rounds": rounds,
+        "warmup_per_target_and_mode": warmup,
+        "phases": summaries,
+        "overhead": overhead,
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"### Gateway overhead (mock upstream, concurrency {report['concurrency']}, "
+        f"{report['rounds']} ABBA rounds, warm-up excluded)",
+        "",
+        "| mode | target | ok | errors | req/s | p50 ms | p99 ms | TTFT p50 ms | "
+        "CPU ms/req client | mock | gateway |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for p in report["phases"]:
+        cpu = p["cpu_ms_per_request"]
+        lines.append(
+            f"| {p['mode']} | {p['target']} | {p['requests_ok']} | {p['errors']} | "
+            f"{p['requests_per_s']:.0f} | "
+            f"{ms(p['latency_p50_s'])} | {ms(p['latency_p99_s'])} | {ms(p['ttft_p50_s'])} | "
+            f"{cpu['client']:.2f} | {cpu['mock']:.2f} | {cpu['gateway']:.2f} |"
+        )
+    lines += [
+        "",
+        "| mode | added latency p50 ms | added latency p99 ms | throughput gateway/direct | "
+        "gateway CPU ms/req |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for o in report["overhead"]:
+        lines.append(
+            f"| {o['mode']} | {ms(o['added_p50_s'])} | {ms(o['added_p99_s'])} | "
+            f"{o['throughput_ratio']:.2f}x | {o['gateway_cpu_ms_per_request']:.2f} |"
+        )
+    return "\n".join(lines)
