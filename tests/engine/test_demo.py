@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -193,7 +194,7 @@ def test_cached_build_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     messages: list[str] = []
     assert ensure_demo_model(tmp_path, recipe=BABY, progress=messages.append) == path
     assert (path / "model.safetensors").stat().st_mtime_ns == built_at
-    assert messages == [f"{DEMO_MODEL_NAME}: using the cached build in {path}"]
+    assert messages == [f"using the cached build in {path}"]
 
 
 def test_changed_recipe_rebuilds(tmp_path: Path) -> None:
@@ -205,7 +206,7 @@ def test_changed_recipe_rebuilds(tmp_path: Path) -> None:
     assert first is not None and second is not None
     assert second["fingerprint"] != first["fingerprint"]
     assert second["recipe"]["steps"] == BABY.steps + 1
-    assert any("building the demo model" in m for m in messages)
+    assert any(f"building {DEMO_MODEL_NAME}" in m for m in messages)
 
 
 def test_recipe_version_bump_rebuilds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,6 +233,19 @@ def test_failed_build_keeps_the_old_model(tmp_path: Path, monkeypatch: pytest.Mo
         ensure_demo_model(tmp_path, recipe=BABY, force=True)
     assert read_build_info(path) is not None
     assert sorted(p.name for p in path.parent.iterdir()) == [f".{DEMO_MODEL_NAME}.lock", DEMO_MODEL_NAME]
+
+
+def test_concurrent_start_ups_build_once(tmp_path: Path) -> None:
+    # flock locks open files, so two threads exclude each other exactly as two processes do.
+    messages: list[str] = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        paths = list(
+            pool.map(lambda _: ensure_demo_model(tmp_path, recipe=BABY, progress=messages.append), [1, 2])
+        )
+    assert paths[0] == paths[1]
+    assert sum(f"building {DEMO_MODEL_NAME}" in m for m in messages) == 1
+    # The other one waited for the lock (or, if it started late, found the finished build).
+    assert sum("another process just made" in m or "using the cached build" in m for m in messages) == 1
 
 
 def test_build_is_deterministic_and_leaves_global_rng_alone(
@@ -261,9 +275,13 @@ def test_progress_reports_each_step(tmp_path: Path) -> None:
     messages: list[str] = []
     build_demo_model(tmp_path / DEMO_MODEL_NAME, recipe=BABY, progress=messages.append)
     text = "\n".join(messages)
-    for step in ("building the demo model", "tokenizer", f"training step {BABY.steps}/{BABY.steps}", "ready"):
+    for step in (
+        f"building {DEMO_MODEL_NAME}",
+        "tokenizer",
+        f"training step {BABY.steps}/{BABY.steps}",
+        "ready",
+    ):
         assert step in text
-    assert all(m.startswith(f"{DEMO_MODEL_NAME}: ") for m in messages)
 
 
 # --- the real recipe ----------------------------------------------------------------------------

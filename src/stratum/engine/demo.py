@@ -100,20 +100,21 @@ def build_demo_model(
 ) -> Path:
     """Build the demo model into ``target_dir`` unless a build of the same recipe is already there.
 
-    ``progress`` receives one human-readable line per step (for the server's start-up log).
+    ``progress`` receives one human-readable line per step, without a prefix: the server's
+    start-up log adds its own ("demo model: …").
     ``recipe`` exists for tests, which build a baby model in a second or two.
     """
     report: Progress = progress or _ignore
     provenance = recipe.provenance(corpus_digest())
     fingerprint = provenance["fingerprint"]
     if not force and _is_current(target_dir, fingerprint):
-        report(f"{DEMO_MODEL_NAME}: using the cached build in {target_dir}")
+        report(f"using the cached build in {target_dir}")
         return target_dir
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     with _build_lock(target_dir):
         # Another process may have finished the same build while this one waited for the lock.
         if not force and _is_current(target_dir, fingerprint):
-            report(f"{DEMO_MODEL_NAME}: using the build another process just made in {target_dir}")
+            report(f"using the build another process just made in {target_dir}")
             return target_dir
         _remove_leftovers(target_dir)
         staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.building-", dir=target_dir.parent))
@@ -122,7 +123,7 @@ def build_demo_model(
             _swap_into_place(staging, target_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    report(f"{DEMO_MODEL_NAME}: ready in {target_dir}")
+    report(f"{DEMO_MODEL_NAME} ready in {target_dir}")
     return target_dir
 
 
@@ -138,12 +139,12 @@ def _is_current(target_dir: Path, fingerprint: str) -> bool:
 def _build_into(staging: Path, *, recipe: DemoRecipe, provenance: dict[str, Any], report: Progress) -> None:
     started = time.perf_counter()
     report(
-        f"{DEMO_MODEL_NAME}: building the demo model (first start only, about 20-30 s on a laptop CPU); "
+        f"building {DEMO_MODEL_NAME} (first start only, about 20-30 s on a laptop CPU); "
         "it is a toy that produces toy text, not a real assistant"
     )
     conversations = load_conversations()
     report(
-        f"{DEMO_MODEL_NAME}: training a byte-level BPE tokenizer ({recipe.vocab_size} tokens) "
+        f"training a byte-level BPE tokenizer ({recipe.vocab_size} tokens) "
         f"on {len(conversations)} conversations"
     )
     tokenizer = train_tokenizer(conversations, vocab_size=recipe.vocab_size)
@@ -160,14 +161,12 @@ def _build_into(staging: Path, *, recipe: DemoRecipe, provenance: dict[str, Any]
         pad_id=special_token_id(tokenizer, PAD_TOKEN),
     )
     report(
-        f"{DEMO_MODEL_NAME}: training a {recipe.num_layers}-layer Llama (width {recipe.hidden_size}) "
+        f"training a {recipe.num_layers}-layer Llama (width {recipe.hidden_size}) "
         f"for {recipe.steps} steps on {sum(map(len, sequences)):,} tokens"
     )
-    result = train_demo_model(
-        recipe, config, sequences, progress=lambda line: report(f"{DEMO_MODEL_NAME}: {line}")
-    )
+    result = train_demo_model(recipe, config, sequences, progress=report)
     report(
-        f"{DEMO_MODEL_NAME}: trained {result.parameters:,} parameters in {result.seconds:.0f} s, loss "
+        f"trained {result.parameters:,} parameters in {result.seconds:.0f} s, loss "
         f"{result.first_loss:.2f} at the first step, {result.final_loss:.2f} over the corpus; saving"
     )
 
