@@ -5,7 +5,7 @@
 #   bash scripts/pg-test.sh url                                      # the running cluster's URL
 #   bash scripts/pg-test.sh stop                                     # stops it, deletes its files
 #
-# The cluster lives in /tmp/stratum-pg-$PORT, listens on 127.0.0.1 only and trusts local TCP
+# The cluster lives in /tmp/stratum-pg-$PORT (port 25432+), listens on 127.0.0.1 only and trusts local TCP
 # connections (acceptable for a disposable test cluster; never reuse this setup). `start` and `stop`
 # are idempotent. Run as root (CI), the server runs as the `postgres` user, because PostgreSQL
 # refuses to run as root. The state file is $STRATUM_PG_STATE (default /tmp/stratum-pg.url).
@@ -44,13 +44,14 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 free_port() {
     local port
-    for port in $(seq 55432 55531); do
+    # Below the kernel's ephemeral range (32768+), so no outgoing connection can hold the port.
+    for port in $(seq 25432 25531); do
         if ! port_in_use "$port" && [[ ! -e "/tmp/stratum-pg-$port" ]]; then
             echo "$port"
             return
         fi
     done
-    die "no free port in 55432-55531"
+    die "no free port in 25432-25531"
 }
 
 state_port() {
