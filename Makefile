@@ -4,20 +4,22 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # torch is installed first and pinned: any unpinned torch requirement pulls a multi-GB CUDA build.
 TORCH  := torch==2.13.0
+# Byte-compiling torch's thousands of modules at install time is ~20 s of the first `make run` on
+# two cores; Python compiles what is actually imported on first use instead.
+PIP    := $(BIN)/pip install --quiet --no-compile
 
 .PHONY: install install-dev run test test-fast bench lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e .
+	$(PIP) $(TORCH)
+	$(PIP) -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(PIP) -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed

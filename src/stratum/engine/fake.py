@@ -6,7 +6,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 
-from stratum.engine.base import GenerationChunk, GenerationRequest, ModelInfo
+from stratum.engine.base import FinishReason, GenerationChunk, GenerationRequest, ModelInfo
 from stratum.engine.sampling import StopScanner
 from stratum.errors import Overloaded
 
@@ -59,7 +59,7 @@ class FakeEngine:
         limit = request.params.max_tokens or len(reply)
         stop_at = StopScanner(request.params.stop).find(reply, 0) if request.params.stop else None
         text = reply[:stop_at] if stop_at is not None else reply
-        finish = "length" if limit < len(text) else "stop"
+        finish: FinishReason = "length" if limit < len(text) else "stop"
         text = text[:limit]
         finished = False
         try:
