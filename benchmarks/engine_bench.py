@@ -8,8 +8,10 @@ the harness checks that per request instead of assuming it. Both sides stop at t
 end-of-sequence or at ``max_tokens``, whichever comes first (the engine has no ``ignore_eos``), and the
 token counts reported are the ones actually generated: the demo model ends most answers before 64.
 
-The baseline runs twice, before the server starts and after it stops, so drift in the machine's
-background load shows up in the report instead of silently skewing the ratio.
+The three configurations (baseline, 1 client, N clients) run in several rounds, in ABC then CBA
+order, while the server stays up (idle, it uses no CPU: its engine thread sleeps on a condition).
+A neighbour's burst of load then lands on all of them about equally, and the per-round spread is
+reported next to the pooled rate so the noise is visible rather than hidden in one number.
 """
 
 from __future__ import annotations
@@ -54,23 +56,30 @@ PROMPTS = (
     "你为什么这么小？",
     "Stratum 使用哪个端口？",
 )
-# Two untimed generations load the weights into cache and let torch pick its kernels.
-BASELINE_WARMUP = 2
 
 
 @dataclass
-class Run:
-    """One measured configuration: its per-request samples and the wall time of the whole run."""
+class Config:
+    """One measured configuration, pooled over its rounds."""
 
     name: str
     concurrency: int
-    samples: list[Sample]
-    wall_seconds: float
+    samples: list[Sample] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    round_rates: list[float] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
         return sum(s.completion_tokens or 0 for s in self.samples)
+
+    def add(self, samples: list[Sample], errors: list[str], wall_seconds: float) -> float:
+        tokens = sum(s.completion_tokens or 0 for s in samples)
+        self.samples.extend(samples)
+        self.errors.extend(errors)
+        self.wall_seconds += wall_seconds
+        self.round_rates.append(ratio(tokens, wall_seconds))
+        return self.round_rates[-1]
 
 
 def prompt_for(index: int) -> str:
@@ -129,20 +138,21 @@ class Baseline:
             )
         new = out[0, len(ids) :].tolist()
         text = self.prompts.decode([t for t in new if t not in self.eos_ids])
+        # The engine streams no content for the end-of-sequence token, so its time is no token here.
+        times = clock.times[:-1] if new and new[-1] in self.eos_ids else clock.times
         return Sample(
             index=index,
             latency=time.perf_counter() - started,
             text=text,
-            content_times=clock.times,
+            content_times=times,
             completion_tokens=len(new),  # the EOS token counts, as in the engine's usage
         )
 
-    def run(self, name: str, *, requests: int, max_new_tokens: int) -> Run:
-        for index in range(BASELINE_WARMUP):
+    def warm_up(self, max_new_tokens: int) -> None:
+        # One pass over every prompt, excluded. Measured here: the first passes after loading ran
+        # 2-4x slower than later ones (caches, thread pool, allocator); two generations were not enough.
+        for index in range(len(PROMPTS)):
             self.generate(index, max_new_tokens)
-        started = time.perf_counter()
-        samples = [self.generate(index, max_new_tokens) for index in range(requests)]
-        return Run(name=name, concurrency=1, samples=samples, wall_seconds=time.perf_counter() - started)
 
 
 def prepare_model(cache: Path, progress: Progress) -> Path:
@@ -155,16 +165,16 @@ def run_engine_bench(
     workdir: Path,
     cache: Path,
     requests: int,
+    rounds: int,
     concurrency: int,
     max_tokens: int,
+    torch_threads: int,
     progress: Progress,
 ) -> dict[str, Any]:
     model_dir = prepare_model(cache, progress)
+    # Same intra-op thread count on both sides; see run.py for why it defaults to 1.
+    torch.set_num_threads(torch_threads)
     baseline = Baseline(model_dir)
-    progress(f"engine: baseline (transformers generate, batch 1) over {requests} requests, before")
-    before = baseline.run("transformers generate (before)", requests=requests, max_new_tokens=max_tokens)
-    progress(f"engine: baseline before: {before.tokens} tokens in {before.wall_seconds:.1f} s")
-
     home, logs = workdir / "engine-home", workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     # A copy of the cached build: the server finds it current (same fingerprint) and skips training,
@@ -172,7 +182,14 @@ def run_engine_bench(
     shutil.copytree(model_dir, demo_model_dir(home))
     port = free_port()
     admin_key = "sk-bench-" + secrets.token_urlsafe(24)
-    env = stratum_env(home, port=str(port), admin_key=admin_key, demo_model="true", embeddings_model="false")
+    env = stratum_env(
+        home,
+        port=str(port),
+        admin_key=admin_key,
+        demo_model="true",
+        embeddings_model="false",
+        torch_threads=str(torch_threads),
+    )
     with running(
         [stratum_command(), "serve"],
         env=env,
@@ -182,31 +199,39 @@ def run_engine_bench(
         name="stratum gateway (demo model)",
         progress=progress,
     ):
-        served = asyncio.run(
-            _serve_runs(
+        configs = asyncio.run(
+            _measure(
+                baseline,
                 url=f"http://127.0.0.1:{port}/v1/chat/completions",
                 headers={"authorization": f"Bearer {admin_key}"},
                 requests=requests,
-                concurrencies=(1, concurrency),
+                rounds=rounds,
+                concurrency=concurrency,
                 max_tokens=max_tokens,
                 progress=progress,
             )
         )
-    progress("engine: baseline again, after the server stopped")
-    after = baseline.run("transformers generate (after)", requests=requests, max_new_tokens=max_tokens)
-    progress(f"engine: baseline after: {after.tokens} tokens in {after.wall_seconds:.1f} s")
-    return _report(before, after, served, max_tokens=max_tokens, parameters=baseline.model.num_parameters())
+    return _report(
+        configs,
+        max_tokens=max_tokens,
+        requests=requests,
+        rounds=rounds,
+        parameters=baseline.model.num_parameters(),
+        torch_threads=torch_threads,
+    )
 
 
-async def _serve_runs(
+async def _measure(
+    baseline: Baseline,
     *,
     url: str,
     headers: dict[str, str],
     requests: int,
-    concurrencies: tuple[int, ...],
+    rounds: int,
+    concurrency: int,
     max_tokens: int,
     progress: Progress,
-) -> list[Run]:
+) -> list[Config]:
     async def send(client: httpx.AsyncClient, index: int) -> Sample:
         body = {
             "model": DEMO_MODEL_NAME,
@@ -218,49 +243,62 @@ async def _serve_runs(
         }
         return await post_stream(client, url, body, headers, index)
 
-    runs = []
-    for concurrency in concurrencies:
-        async with make_client(concurrency) as client:
-            # Warm-up (excluded): one request per worker, so each connection and code path is hot.
-            warm = await run_load(client, send, count=concurrency, concurrency=concurrency)
+    configs = [
+        Config("transformers generate (baseline)", 1),
+        Config("stratum serve, 1 client", 1),
+        Config(f"stratum serve, {concurrency} clients", concurrency),
+    ]
+    clients = {1: make_client(1), concurrency: make_client(concurrency)}
+    try:
+        # Warm-up (excluded): a pass over every prompt on each path, and at least one request per
+        # worker so that every connection is open before timing starts.
+        baseline.warm_up(max_tokens)
+        for workers, client in clients.items():
+            warm = await run_load(client, send, count=max(workers, len(PROMPTS)), concurrency=workers)
             if warm.errors:
                 raise RuntimeError(f"engine warm-up failed: {warm.errors[0]}")
-            result = await run_load(client, send, count=requests, concurrency=concurrency)
-        run = Run(
-            name=f"stratum serve, {concurrency} client{'s' if concurrency > 1 else ''}",
-            concurrency=concurrency,
-            samples=sorted(result.samples, key=lambda s: s.index),
-            wall_seconds=result.wall_seconds,
-            errors=result.errors,
-        )
-        progress(
-            f"engine: {run.name}: {run.tokens} tokens in {run.wall_seconds:.1f} s ({len(run.errors)} errors)"
-        )
-        runs.append(run)
-    return runs
+        progress(f"engine: warm-up done; {rounds} rounds of {requests} requests per configuration")
+        for round_index in range(rounds):
+            order = configs if round_index % 2 == 0 else configs[::-1]
+            for config in order:
+                if config is configs[0]:
+                    # Blocks this event loop for a second or two, on purpose: nothing else may run
+                    # in this process while the baseline is timed (the clients are idle meanwhile).
+                    started = time.perf_counter()
+                    samples = [baseline.generate(i, max_tokens) for i in range(requests)]
+                    rate = config.add(samples, [], time.perf_counter() - started)
+                else:
+                    client = clients[config.concurrency]
+                    result = await run_load(client, send, count=requests, concurrency=config.concurrency)
+                    rate = config.add(result.samples, result.errors, result.wall_seconds)
+                progress(f"engine: round {round_index + 1}/{rounds} {config.name}: {rate:.0f} tok/s")
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return configs
 
 
-def _summary(run: Run, *, reference: dict[int, Sample], baseline_tps: float) -> dict[str, Any]:
-    ttft50, ttft99 = p50_p99([s.ttft for s in run.samples if s.ttft is not None])
-    itl50, itl99 = p50_p99([gap for s in run.samples for gap in s.gaps])
+def _summary(config: Config, *, reference: dict[int, Sample], baseline_tps: float) -> dict[str, Any]:
+    ttft50, ttft99 = p50_p99([s.ttft for s in config.samples if s.ttft is not None])
+    itl50, itl99 = p50_p99([gap for s in config.samples for gap in s.gaps])
+    # Greedy decoding of the same prompt must give the same tokens and text on every path.
     same = sum(
         1
-        for s in run.samples
-        if s.index in reference
-        and s.completion_tokens == reference[s.index].completion_tokens
-        and s.text == reference[s.index].text
+        for s in config.samples
+        if s.completion_tokens == reference[s.index].completion_tokens and s.text == reference[s.index].text
     )
-    tps = ratio(run.tokens, run.wall_seconds)
+    tps = ratio(config.tokens, config.wall_seconds)
     return {
-        "name": run.name,
-        "concurrency": run.concurrency,
-        "requests_ok": len(run.samples),
-        "errors": len(run.errors),
-        "first_errors": run.errors[:3],
-        "completion_tokens": run.tokens,
-        "tokens_per_request": ratio(run.tokens, len(run.samples)),
-        "wall_seconds": run.wall_seconds,
+        "name": config.name,
+        "concurrency": config.concurrency,
+        "requests_ok": len(config.samples),
+        "errors": len(config.errors),
+        "first_errors": config.errors[:3],
+        "completion_tokens": config.tokens,
+        "tokens_per_request": ratio(config.tokens, len(config.samples)),
+        "wall_seconds": config.wall_seconds,
         "tokens_per_s": tps,
+        "tokens_per_s_per_round": config.round_rates,
         "ratio_to_baseline": ratio(tps, baseline_tps),
         "ttft_p50_s": ttft50,
         "ttft_p99_s": ttft99,
@@ -271,44 +309,51 @@ def _summary(run: Run, *, reference: dict[int, Sample], baseline_tps: float) -> 
 
 
 def _report(
-    before: Run, after: Run, served: list[Run], *, max_tokens: int, parameters: int
+    configs: list[Config],
+    *,
+    max_tokens: int,
+    requests: int,
+    rounds: int,
+    parameters: int,
+    torch_threads: int,
 ) -> dict[str, Any]:
-    # The baseline rate pools both bracketing runs; each run's own rate is kept to show the drift.
-    baseline_tps = ratio(before.tokens + after.tokens, before.wall_seconds + after.wall_seconds)
-    reference = {s.index: s for s in before.samples}
-    rows = [_summary(run, reference=reference, baseline_tps=baseline_tps) for run in (before, after, *served)]
+    baseline = configs[0]
+    baseline_tps = ratio(baseline.tokens, baseline.wall_seconds)
+    # The first baseline round's output per request index is the reference for "same output".
+    reference = {s.index: s for s in baseline.samples[:requests]}
     return {
         "model": DEMO_MODEL_NAME,
         "parameters": parameters,
         "max_tokens": max_tokens,
-        "requests_per_run": len(before.samples),
+        "torch_threads": torch_threads,
+        "requests_per_round": requests,
+        "rounds": rounds,
         "prompts": len(PROMPTS),
         "baseline_tokens_per_s": baseline_tps,
-        "baseline_drift_after_over_before": ratio(rows[1]["tokens_per_s"], rows[0]["tokens_per_s"]),
-        "runs": rows,
+        "runs": [_summary(c, reference=reference, baseline_tps=baseline_tps) for c in configs],
     }
 
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"### Engine: {report['model']} ({report['parameters']:,} parameters), greedy, max_tokens "
-        f"{report['max_tokens']}, {report['requests_per_run']} requests per run over "
-        f"{report['prompts']} prompts",
+        f"{report['max_tokens']}, {report['rounds']} rounds x {report['requests_per_round']} requests "
+        f"over {report['prompts']} prompts, {report['torch_threads']} torch thread(s) on both sides",
         "",
-        f"Baseline = transformers generate batch 1 in-process, pooled before+after: "
-        f"{report['baseline_tokens_per_s']:.1f} tok/s (after/before drift "
-        f"{report['baseline_drift_after_over_before']:.2f}x).",
+        "Baseline: transformers `generate`, batch 1, in-process (no HTTP). Rounds interleaved ABC/CBA; "
+        "tok/s pooled over rounds, with the slowest and fastest round.",
         "",
-        "| run | ok | errors | tokens | tok/req | wall s | tok/s | vs baseline | TTFT p50 ms | TTFT p99 ms | "
-        "ITL p50 ms | ITL p99 ms | same output |",
+        "| run | ok | errors | tokens | tok/req | tok/s | rounds min-max | vs baseline | TTFT p50 ms | "
+        "TTFT p99 ms | ITL p50 ms | ITL p99 ms | same output |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in report["runs"]:
+        per_round = r["tokens_per_s_per_round"]
         lines.append(
             f"| {r['name']} | {r['requests_ok']} | {r['errors']} | {r['completion_tokens']} | "
-            f"{r['tokens_per_request']:.1f} | {r['wall_seconds']:.1f} | {r['tokens_per_s']:.1f} | "
-            f"{r['ratio_to_baseline']:.2f}x | {ms(r['ttft_p50_s'])} | {ms(r['ttft_p99_s'])} | "
-            f"{ms(r['itl_p50_s'])} | {ms(r['itl_p99_s'])} | "
+            f"{r['tokens_per_request']:.1f} | {r['tokens_per_s']:.0f} | "
+            f"{min(per_round):.0f}-{max(per_round):.0f} | {r['ratio_to_baseline']:.2f}x | "
+            f"{ms(r['ttft_p50_s'])} | {ms(r['ttft_p99_s'])} | {ms(r['itl_p50_s'])} | {ms(r['itl_p99_s'])} | "
             f"{r['same_output_as_baseline']}/{r['requests_ok']} |"
         )
     return "\n".join(lines)

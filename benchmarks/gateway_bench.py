@@ -3,6 +3,10 @@
 Both targets run for the whole benchmark and are measured alternately in ABBA order (direct,
 gateway, gateway, direct, ...), so a neighbour's load that comes and goes lands on both about
 equally. The same client, body, headers, concurrency and request count are used for both.
+
+Besides the loaded modes (16 concurrent clients, JSON and SSE) one unloaded mode sends JSON requests
+one at a time: there the added latency is the gateway's own per-request work, while under load it
+also contains the time requests wait for the gateway's single event loop.
 """
 
 from __future__ import annotations
@@ -23,14 +27,21 @@ from stats import ms, p50_p99, ratio
 
 HERE = Path(__file__).resolve().parent
 TARGETS = ("direct", "gateway")
-MODES = ("json", "sse")
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    stream: bool
+    concurrency: int
+    requests: int
 
 
 @dataclass
 class Phase:
     """Everything measured for one (mode, target) pair, pooled over its rounds."""
 
-    mode: str
+    mode: Mode
     target: str
     latencies: list[float] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
@@ -57,7 +68,8 @@ class Phase:
         p50, p99 = p50_p99(self.latencies)
         ttft50, ttft99 = p50_p99(self.ttfts)
         return {
-            "mode": self.mode,
+            "mode": self.mode.name,
+            "concurrency": self.mode.concurrency,
             "target": self.target,
             "requests_ok": done,
             "errors": len(self.errors),
@@ -72,12 +84,16 @@ class Phase:
         }
 
 
-def _bodies() -> dict[str, dict[str, Any]]:
-    base = {"model": "mock", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
-    return {
-        "json": {**base, "temperature": 0},
-        "sse": {**base, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}},
+def _body(stream: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": "mock",
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": 16,
+        "temperature": 0,
     }
+    if stream:
+        body.update(stream=True, stream_options={"include_usage": True})
+    return body
 
 
 def run_gateway_bench(
@@ -85,11 +101,17 @@ def run_gateway_bench(
     workdir: Path,
     json_requests: int,
     sse_requests: int,
+    unloaded_requests: int,
     concurrency: int,
     warmup: int,
     rounds: int,
     progress: Progress,
 ) -> dict[str, Any]:
+    modes = [
+        Mode("json", stream=False, concurrency=concurrency, requests=json_requests),
+        Mode("sse", stream=True, concurrency=concurrency, requests=sse_requests),
+        Mode("json unloaded", stream=False, concurrency=1, requests=unloaded_requests),
+    ]
     home, logs = workdir / "gateway-home", workdir / "logs"
     home.mkdir(parents=True)
     logs.mkdir(parents=True, exist_ok=True)
@@ -134,70 +156,69 @@ def run_gateway_bench(
             }
             phases = asyncio.run(
                 _measure(
+                    modes,
                     urls=urls,
                     headers={"authorization": f"Bearer {admin_key}"},
                     pids={"mock": mock.pid, "gateway": gateway.pid},
-                    counts={"json": json_requests, "sse": sse_requests},
-                    concurrency=concurrency,
                     warmup=warmup,
                     rounds=rounds,
                     progress=progress,
                 )
             )
-    return _report(phases, concurrency=concurrency, rounds=rounds, warmup=warmup)
+    return _report(modes, phases, rounds=rounds, warmup=warmup)
 
 
 async def _measure(
+    modes: list[Mode],
     *,
     urls: dict[str, str],
     headers: dict[str, str],
     pids: dict[str, int],
-    counts: dict[str, int],
-    concurrency: int,
     warmup: int,
     rounds: int,
     progress: Progress,
 ) -> dict[tuple[str, str], Phase]:
-    bodies = _bodies()
-    phases = {(mode, target): Phase(mode, target) for mode in MODES for target in TARGETS}
+    phases = {(mode.name, target): Phase(mode, target) for mode in modes for target in TARGETS}
 
-    def sender(mode: str, target: str) -> Any:
-        post = post_stream if mode == "sse" else post_json
+    def sender(mode: Mode, target: str) -> Any:
+        post = post_stream if mode.stream else post_json
+        body = _body(mode.stream)
 
         async def send(client: httpx.AsyncClient, index: int) -> Sample:
-            return await post(client, urls[target], bodies[mode], headers, index)
+            return await post(client, urls[target], body, headers, index)
 
         return send
 
-    async with make_client(concurrency) as client:
+    async with make_client(max(mode.concurrency for mode in modes)) as client:
         # Warm-up (excluded): connection pools, the gateway's first DB sessions and upstream client,
-        # and CPython's lazily built caches, on both paths and in both modes.
-        for mode in MODES:
+        # and CPython's lazily built caches, on both paths and in every mode.
+        for mode in modes:
             for target in TARGETS:
-                result = await run_load(client, sender(mode, target), count=warmup, concurrency=concurrency)
+                result = await run_load(
+                    client, sender(mode, target), count=warmup, concurrency=mode.concurrency
+                )
                 if result.errors:
-                    raise RuntimeError(f"warm-up of {target}/{mode} failed: {result.errors[0]}")
+                    raise RuntimeError(f"warm-up of {target}/{mode.name} failed: {result.errors[0]}")
         progress(f"gateway: warm-up done ({warmup} requests per target and mode)")
-        for mode in MODES:
-            per_round = _split(counts[mode], rounds)
-            for round_index, count in enumerate(per_round):
+        for mode in modes:
+            for round_index, count in enumerate(_split(mode.requests, rounds)):
                 # ABBA: alternate which target goes first, so linear drift in background load cancels.
                 order = TARGETS if round_index % 2 == 0 else TARGETS[::-1]
                 for target in order:
                     before = _cpu(pids)
                     result = await run_load(
-                        client, sender(mode, target), count=count, concurrency=concurrency
+                        client, sender(mode, target), count=count, concurrency=mode.concurrency
                     )
                     after = _cpu(pids)
-                    phases[mode, target].add(
+                    phases[mode.name, target].add(
                         result.samples,
                         result.errors,
                         result.wall_seconds,
                         {k: after[k] - before[k] for k in before},
                     )
                     progress(
-                        f"gateway: {mode:4} {target:7} round {round_index + 1}/{rounds}: {count} requests "
-                        f"in {result.wall_seconds:.2f} s ({len(result.errors)} errors)"
+                        f"gateway: {mode.name:13} {target:7} round {round_index + 1}/{rounds}: "
+                        f"{count} requests in {result.wall_seconds:.2f} s ({len(result.errors)} errors)"
                     )
     return phases
 
@@ -213,15 +234,16 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
 
 
 def _report(
-    phases: dict[tuple[str, str], Phase], *, concurrency: int, rounds: int, warmup: int
+    modes: list[Mode], phases: dict[tuple[str, str], Phase], *, rounds: int, warmup: int
 ) -> dict[str, Any]:
-    summaries = [phases[mode, target].summary() for mode in MODES for target in TARGETS]
+    summaries = [phases[mode.name, target].summary() for mode in modes for target in TARGETS]
     overhead = []
-    for mode in MODES:
-        direct, gateway = phases[mode, "direct"].summary(), phases[mode, "gateway"].summary()
+    for mode in modes:
+        direct, gateway = phases[mode.name, "direct"].summary(), phases[mode.name, "gateway"].summary()
         overhead.append(
             {
-                "mode": mode,
+                "mode": mode.name,
+                "concurrency": mode.concurrency,
                 # Difference of percentiles (the two runs are not paired request by request).
                 "added_p50_s": gateway["latency_p50_s"] - direct["latency_p50_s"],
                 "added_p99_s": gateway["latency_p99_s"] - direct["latency_p99_s"],
@@ -230,7 +252,6 @@ def _report(
             }
         )
     return {
-        "concurrency": concurrency,
         "rounds": rounds,
         "warmup_per_target_and_mode": warmup,
         "phases": summaries,
@@ -240,30 +261,30 @@ def _report(
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        f"### Gateway overhead (mock upstream, concurrency {report['concurrency']}, "
-        f"{report['rounds']} ABBA rounds, warm-up excluded)",
+        f"### Gateway overhead (mock upstream on loopback, {report['rounds']} ABBA rounds, "
+        f"{report['warmup_per_target_and_mode']} warm-up requests per target and mode excluded)",
         "",
-        "| mode | target | ok | errors | req/s | p50 ms | p99 ms | TTFT p50 ms | "
-        "CPU ms/req client | mock | gateway |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| mode | clients | target | ok | errors | req/s | p50 ms | p99 ms | TTFT p50 ms | "
+        "CPU ms/req: client | mock | gateway |",
+        "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for p in report["phases"]:
         cpu = p["cpu_ms_per_request"]
         lines.append(
-            f"| {p['mode']} | {p['target']} | {p['requests_ok']} | {p['errors']} | "
+            f"| {p['mode']} | {p['concurrency']} | {p['target']} | {p['requests_ok']} | {p['errors']} | "
             f"{p['requests_per_s']:.0f} | "
             f"{ms(p['latency_p50_s'])} | {ms(p['latency_p99_s'])} | {ms(p['ttft_p50_s'])} | "
             f"{cpu['client']:.2f} | {cpu['mock']:.2f} | {cpu['gateway']:.2f} |"
         )
     lines += [
         "",
-        "| mode | added latency p50 ms | added latency p99 ms | throughput gateway/direct | "
+        "| mode | clients | added latency p50 ms | added latency p99 ms | throughput gateway/direct | "
         "gateway CPU ms/req |",
-        "|---|--:|--:|--:|--:|",
+        "|---|--:|--:|--:|--:|--:|",
     ]
     for o in report["overhead"]:
         lines.append(
-            f"| {o['mode']} | {ms(o['added_p50_s'])} | {ms(o['added_p99_s'])} | "
+            f"| {o['mode']} | {o['concurrency']} | {ms(o['added_p50_s'])} | {ms(o['added_p99_s'])} | "
             f"{o['throughput_ratio']:.2f}x | {o['gateway_cpu_ms_per_request']:.2f} |"
         )
     return "\n".join(lines)

@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,12 +42,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16, help="Concurrent clients (default 16).")
     parser.add_argument("--json-requests", type=int, default=400, help="Non-streaming gateway requests.")
     parser.add_argument("--sse-requests", type=int, default=200, help="Streaming gateway requests.")
+    parser.add_argument(
+        "--unloaded-requests", type=int, default=100, help="Gateway requests sent one at a time."
+    )
     parser.add_argument("--warmup", type=int, default=32, help="Untimed requests per target and mode.")
     parser.add_argument(
         "--rounds", type=int, default=2, help="ABBA rounds the gateway requests are split in."
     )
-    parser.add_argument("--engine-requests", type=int, default=32, help="Requests per engine run.")
+    parser.add_argument("--engine-requests", type=int, default=64, help="Requests per engine round.")
+    parser.add_argument("--engine-rounds", type=int, default=3, help="Interleaved engine rounds.")
     parser.add_argument("--max-tokens", type=int, default=64, help="max_tokens / max_new_tokens.")
+    # 1 by default: the demo model's matrices are tiny, so a second intra-op thread buys little, and
+    # on a 2-core box it fights the HTTP client and the event loop for the other core (measured:
+    # 2 threads ran 2-4x slower for the first passes and far noisier under a neighbour's load).
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads, baseline and server.")
     parser.add_argument(
         "--cache", type=Path, default=DEFAULT_CACHE, help="Where the demo model is built once."
     )
@@ -57,7 +66,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep-workdir", action="store_true", help="Keep server homes and logs.")
     args = parser.parse_args(argv)
     if args.quick:
-        args.json_requests, args.sse_requests, args.warmup, args.engine_requests = 64, 32, 8, 16
+        args.json_requests, args.sse_requests, args.unloaded_requests, args.warmup = 64, 32, 16, 8
+        args.engine_requests, args.engine_rounds = 16, 2
     return args
 
 
@@ -74,14 +84,30 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def _source_version() -> str:
+    """The commit measured, and whether src/ had uncommitted changes (the editable install runs them)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=HERE.parent, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    return f"{commit} + uncommitted changes in src/" if dirty else commit
+
+
 def _environment(args: argparse.Namespace) -> dict[str, Any]:
     return {
+        "source": _source_version(),
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        # torch's own default; the engine benchmark sets its count explicitly (--torch-threads).
+        "torch_default_threads": torch.get_num_threads(),
         "platform": platform.platform(terse=True),
         "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
@@ -108,7 +134,8 @@ def markdown(results: dict[str, Any]) -> str:
         "| machine | value |",
         "|---|---|",
         f"| started | {env['started_at']} |",
-        f"| CPUs / torch threads | {env['cpu_count']} / {env['torch_threads']} |",
+        f"| source | {env['source']} |",
+        f"| CPUs / torch default threads | {env['cpu_count']} / {env['torch_default_threads']} |",
         f"| load average 1/5/15 min at start | {load_start} |",
         f"| load average 1/5/15 min at end | {load_end} |",
         f"| Python / torch | {env['python']} / {env['torch']} |",
@@ -135,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 workdir=workdir,
                 json_requests=args.json_requests,
                 sse_requests=args.sse_requests,
+                unloaded_requests=args.unloaded_requests,
                 concurrency=args.concurrency,
                 warmup=args.warmup,
                 rounds=args.rounds,
@@ -145,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
                 workdir=workdir,
                 cache=args.cache.expanduser(),
                 requests=args.engine_requests,
+                rounds=args.engine_rounds,
                 concurrency=args.concurrency,
                 max_tokens=args.max_tokens,
+                torch_threads=args.torch_threads,
                 progress=progress,
             )
     finally:

@@ -183,7 +183,8 @@ async def _parse_events(response: httpx.Response) -> AsyncIterator[GenerationChu
                 continue
             data = line[5:].strip()
             if data == "[DONE]":
-                break
+                # Keep reading to the end of the body so httpx can reuse the connection.
+                continue
             event = json.loads(data)
             if "error" in event:
                 raise UpstreamError(f"upstream error mid-stream: {event['error']}")

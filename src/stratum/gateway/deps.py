@@ -6,6 +6,7 @@ projects, quotas and audit attach here as further dependencies without touching 
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -45,7 +46,12 @@ def _bearer(request: Request) -> str:
 
 
 async def get_context(request: Request, state: StateDep) -> RequestContext:
-    principal = await anyio.to_thread.run_sync(state.keys.verify, _bearer(request))
+    token = _bearer(request)
+    digest = hashlib.sha256(token.encode()).digest()
+    principal = state.principals.get(digest)
+    if principal is None:
+        principal = await anyio.to_thread.run_sync(state.keys.verify, token)
+        state.principals.put(digest, principal)
     request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
     context = RequestContext(request_id=request_id, principal=principal)
     request.state.context = context

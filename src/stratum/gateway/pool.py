@@ -17,6 +17,7 @@ import anyio
 from stratum.engine.base import Encoder, TextEngine
 from stratum.engine.local import LocalEngine
 from stratum.engine.upstream import UpstreamEngine
+from stratum.gateway.ttl import TTLCache
 from stratum.errors import InvalidRequest
 from stratum.registry.schemas import ModelVersionPublic
 from stratum.registry.service import RegistryService
@@ -62,9 +63,15 @@ class ModelPool:
         self._engines: dict[str, Any] = {}
         self._versions: dict[str, ModelVersionPublic] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # A model added or removed with the CLI is seen within a second.
+        self._refs: TTLCache[str, ModelVersionPublic] = TTLCache(ttl=1.0)
 
     async def resolve(self, ref: str) -> ModelVersionPublic:
-        return await anyio.to_thread.run_sync(self.registry.resolve, ref)
+        version = self._refs.get(ref)
+        if version is None:
+            version = await anyio.to_thread.run_sync(self.registry.resolve, ref)
+            self._refs.put(ref, version)
+        return version
 
     async def text_engine(self, ref: str) -> tuple[ModelVersionPublic, TextEngine]:
         version = await self.resolve(ref)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from stratum.gateway.metrics import Metrics
+from stratum.gateway.ttl import TTLCache
 from stratum.gateway.pool import ModelPool
-from stratum.governance.service import KeyService
+from stratum.governance.service import KeyService, Principal
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage.db import Database
@@ -23,3 +24,5 @@ class AppState:
     # Served names to preload at start; /readyz is green once they are loaded.
     preload: list[str] = field(default_factory=list)
     ready: bool = False
+    # Verified keys by SHA-256 of the key: a revoked key stops working within a second.
+    principals: TTLCache[bytes, Principal] = field(default_factory=lambda: TTLCache(ttl=1.0))
