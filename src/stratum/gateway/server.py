@@ -10,6 +10,7 @@ import uvicorn
 from stratum import __version__
 from stratum.gateway import logs
 from stratum.gateway.app import create_app
+from stratum.errors import Conflict
 from stratum.gateway.state import AppState
 from stratum.governance.service import KeyService
 from stratum.settings import Settings
@@ -27,12 +28,32 @@ class _Server(uvicorn.Server):
             print(self.banner, flush=True)
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind before the (possibly long) start-up, so a busy port fails at once with a clear message."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise Conflict(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another with --port or STRATUM_PORT)"
+        ) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(settings: Settings) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logs.configure(level=settings.log_level, json_logs=settings.log_json, logs_dir=settings.logs_dir)
     settings.home.mkdir(parents=True, exist_ok=True)
+    sock = _listen(settings.host, settings.port)
+    if settings.port == 0:  # the OS picked one: report the real port
+        settings = settings.model_copy(update={"port": sock.getsockname()[1]})
     if settings.torch_threads:
         import torch
 
@@ -57,7 +78,7 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=5,
     )
     server = _Server(config)
-    server.run()
+    server.run(sockets=[sock])
 
 
 def _banner(state: AppState, *, new_key: str | None, configured: bool) -> str:
