@@ -17,8 +17,8 @@ import anyio
 from stratum.engine.base import Encoder, TextEngine
 from stratum.engine.local import LocalEngine
 from stratum.engine.upstream import UpstreamEngine
-from stratum.gateway.ttl import TTLCache
 from stratum.errors import InvalidRequest
+from stratum.gateway.ttl import TTLCache
 from stratum.registry.schemas import ModelVersionPublic
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings

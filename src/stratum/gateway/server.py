@@ -8,9 +8,9 @@ import socket
 import uvicorn
 
 from stratum import __version__
+from stratum.errors import Conflict
 from stratum.gateway import logs
 from stratum.gateway.app import create_app
-from stratum.errors import Conflict
 from stratum.gateway.state import AppState
 from stratum.governance.service import KeyService
 from stratum.settings import Settings

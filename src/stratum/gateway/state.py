@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from stratum.gateway.metrics import Metrics
-from stratum.gateway.ttl import TTLCache
 from stratum.gateway.pool import ModelPool
+from stratum.gateway.ttl import TTLCache
 from stratum.governance.service import KeyService, Principal
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
