@@ -38,7 +38,8 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise Conflict(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another with --port or STRATUM_PORT)"
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(choose another with --port or STRATUM_PORT)"
         ) from exc
     sock.listen(2048)
     sock.set_inheritable(True)
