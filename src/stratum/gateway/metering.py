@@ -57,6 +57,8 @@ class Meter:
         self.model: str | None = None
         self.reservation: Reservation | None = None
         self.usage: tuple[int, int] | None = None
+        # Prompt tokens counted at admission: billed even if the client leaves before the first token.
+        self.counted_prompt = 0
 
     async def admit(self, generation: Generation) -> None:
         """Reserve the worst case of ``generation`` (capping unbounded requests), before it starts."""
@@ -78,6 +80,7 @@ class Meter:
         unique_prompts = {p: n for p, n in zip(generation.prompt_of, prompts, strict=True)}
         worst = sum(unique_prompts.values()) + completion
         generation.requests = requests
+        self.counted_prompt = sum(unique_prompts.values())
         await self.admit_tokens(generation.model, worst)
         generation.on_finish = self.record
 
@@ -95,6 +98,8 @@ class Meter:
         if self.reservation is None:
             return
         prompt, completion = self.usage or (0, 0)
+        if self.usage is not None:
+            prompt = max(prompt, self.counted_prompt)
         self.state.quotas.settle(self.reservation, tokens=prompt + completion)
         principal = self.context.principal
         entry = UsageEntry(

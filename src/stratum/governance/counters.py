@@ -94,9 +94,9 @@ class MemoryCounters:
 class StoreCounters:
     """Counters in the database, shared by every gateway process on it.
 
-    One write transaction per reservation. PostgreSQL: transaction advisory locks on each counter,
-    taken in sorted order so two requests sharing counters cannot deadlock. SQLite: the write
-    transaction already holds the database lock.
+    One write transaction per reservation. PostgreSQL: transaction advisory locks on each counter
+    (they also cover counters not created yet), taken in sorted order so two requests sharing
+    counters cannot deadlock, then row locks. SQLite: the write transaction holds the database lock.
     """
 
     def __init__(self, db: Database) -> None:
@@ -109,21 +109,23 @@ class StoreCounters:
         with self._db.session() as session:
             for key in keys:
                 advisory_lock(session, f"quota:{key}")
-            rows = {
-                row.key: row for row in session.scalars(select(CounterRow).where(CounterRow.key.in_(keys)))
-            }
+            # FOR UPDATE (PostgreSQL; SQLite already holds the lock): a concurrent ``adjust`` commits
+            # before we read or waits until we commit, so no settlement is lost or missed.
+            query = select(CounterRow.key, CounterRow.value).where(CounterRow.key.in_(keys))
+            rows = session.execute(query.order_by(CounterRow.key).with_for_update()).all()
+            current: dict[str, int] = {key: value for key, value in rows}
             for claim in claims:
-                current = rows[claim.key].value if claim.key in rows else 0
-                if current + claim.amount > claim.limit:
-                    return Refusal(claim, current)
+                if current.get(claim.key, 0) + claim.amount > claim.limit:
+                    return Refusal(claim, current.get(claim.key, 0))
             for claim in claims:
-                if claim.key in rows:
-                    rows[claim.key].value += claim.amount
-                else:
-                    rows[claim.key] = CounterRow(
-                        key=claim.key, value=claim.amount, expires_at=claim.expires_at
+                if claim.key in current:
+                    session.execute(
+                        update(CounterRow)
+                        .where(CounterRow.key == claim.key)
+                        .values(value=CounterRow.value + claim.amount)
                     )
-                    session.add(rows[claim.key])
+                else:
+                    session.add(CounterRow(key=claim.key, value=claim.amount, expires_at=claim.expires_at))
         return None
 
     def adjust(self, deltas: Mapping[str, int]) -> None:
