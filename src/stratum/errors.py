@@ -5,10 +5,12 @@ StratumError                      500 internal_error
 │   └── UnsupportedFeature        400 invalid_request_error / unsupported
 ├── AuthenticationError           401 authentication_error / invalid_api_key
 ├── PermissionDenied              403 permission_error
+│   └── PolicyDenied              403 permission_error / policy_denied (names the rule)
 ├── NotFound                      404 not_found_error
 │   └── ModelNotFound             404 invalid_request_error / model_not_found
 ├── Conflict                      409 conflict_error
 ├── RateLimited                   429 rate_limit_error
+│   └── QuotaExceeded             429 rate_limit_error / <metric>_exceeded (names the limit)
 ├── EngineError                   500 engine_error
 │   └── UpstreamError             502 upstream_error
 └── Overloaded                    503 overloaded_error (carries retry_after)
@@ -53,6 +55,21 @@ class PermissionDenied(StratumError):
     type = "permission_error"
 
 
+class PolicyDenied(PermissionDenied):
+    """A policy rule denied the request; ``rule`` names it (also sent as ``error.rule``)."""
+
+    code = "policy_denied"
+
+    def __init__(self, message: str, *, rule: str, param: str | None = None) -> None:
+        super().__init__(f"Denied by rule '{rule}': {message}", param=param)
+        self.rule = rule
+
+    def to_dict(self) -> dict[str, dict[str, str | None]]:
+        body = super().to_dict()
+        body["error"]["rule"] = self.rule
+        return body
+
+
 class NotFound(StratumError):
     status_code = 404
     type = "not_found_error"
@@ -71,6 +88,19 @@ class Conflict(StratumError):
 class RateLimited(StratumError):
     status_code = 429
     type = "rate_limit_error"
+
+
+class QuotaExceeded(RateLimited):
+    """A request would pass a limit; ``limit`` names it (e.g. ``project.tpm``), sent as ``error.limit``."""
+
+    def __init__(self, message: str, *, limit: str, code: str) -> None:
+        super().__init__(message, code=code)
+        self.limit = limit
+
+    def to_dict(self) -> dict[str, dict[str, str | None]]:
+        body = super().to_dict()
+        body["error"]["limit"] = self.limit
+        return body
 
 
 class EngineError(StratumError):

@@ -16,7 +16,18 @@ import stratum.registry.tables  # noqa: F401  (registers the tables on Base.meta
 from stratum.storage import Base, Database
 from stratum.storage.db import MIGRATIONS_DIR
 
-TABLES = {"models", "model_versions", "model_aliases", "model_alias_events", "api_keys"}
+TABLES = {
+    "models",
+    "model_versions",
+    "model_aliases",
+    "model_alias_events",
+    "api_keys",
+    "orgs",
+    "projects",
+    "policy_rules",
+    "quota_counters",
+    "usage_records",
+}
 
 
 def _config() -> Config:
@@ -39,7 +50,7 @@ def test_migrate_from_empty(empty_db: Database) -> None:
     empty_db.migrate()
     assert set(inspect(empty_db.engine).get_table_names()) >= TABLES
     with empty_db.session(write=False) as session:
-        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
 
 
 def test_migrate_twice_is_a_no_op(db: Database) -> None:

@@ -21,32 +21,84 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 # Table columns (``status`` already says whether a key is revoked or expired); --json has every field.
 _COLUMNS = ("id", "name", "role", "prefix", "status", "created_at", "expires_at", "last_used_at")
 _HEADERS = {"created_at": "created", "expires_at": "expires", "last_used_at": "last used"}
-_CREATED_FIELDS = ("id", "name", "role", "prefix", "expires_at")
+_CREATED_FIELDS = ("id", "name", "role", "project", "models", "prefix", "expires_at")
 
 
 class Role(StrEnum):
     user = "user"
     admin = "admin"
+    org_admin = "org_admin"
+    developer = "developer"
+    viewer = "viewer"
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """``--models a,b --models c`` → [a, b, c]."""
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
 
 
 @app.command("create")
 def create(
+    project: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[ORG/PROJECT]",
+            help="The project the key belongs to (ORG alone for an org_admin key); none for a platform key.",
+        ),
+    ] = None,
     name: Annotated[
         str | None,
         typer.Option("--name", help="Label, e.g. the team or service using it (default: cli:$USER)."),
     ] = None,
     role: Annotated[
-        Role, typer.Option("--role", help="admin keys may also manage models and keys.")
-    ] = Role.user,
+        Role | None,
+        typer.Option(
+            "--role",
+            help="Platform keys: user (default) or admin. Project keys: developer (default), "
+            "viewer or org_admin.",
+        ),
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--models", help="Model-name globs the key may use, e.g. 'qwen*' (comma-separated)."),
+    ] = None,
+    endpoints: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--endpoints",
+            help="Endpoints the key may call: chat, completions, embeddings, models (comma-separated).",
+        ),
+    ] = None,
+    ip_allow: Annotated[
+        list[str] | None,
+        typer.Option("--ip-allow", help="Client addresses or CIDR networks allowed to use the key."),
+    ] = None,
+    rpm: Annotated[int | None, typer.Option("--rpm", min=1, help="Requests per minute for this key.")] = None,
+    tpm: Annotated[int | None, typer.Option("--tpm", min=1, help="Tokens per minute for this key.")] = None,
+    token_budget: Annotated[
+        int | None, typer.Option("--token-budget", min=1, help="Tokens per calendar month for this key.")
+    ] = None,
     expires_days: Annotated[
         int | None, typer.Option("--expires-days", min=1, help="Days until the key stops working.")
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create an API key and print it once (it cannot be shown again)."""
+    from stratum.governance.schemas import Limits
+
     expires_at = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
+    chosen = role.value if role else ("user" if project is None else "developer")
     with key_service() as keys:
-        plaintext, key = keys.create_key(name=name or cli_actor(), role=role.value, expires_at=expires_at)
+        plaintext, key = keys.create_key(
+            name=name or cli_actor(),
+            role=chosen,
+            expires_at=expires_at,
+            project=project,
+            models=_split(models),
+            endpoints=_split(endpoints),
+            ip_allow=_split(ip_allow),
+            limits=Limits(rpm=rpm, tpm=tpm, token_budget=token_budget),
+        )
     if as_json:
         print_json({"key": plaintext, **key.model_dump(mode="json")})
         return

@@ -4,7 +4,10 @@
     stratum serve              run the OpenAI-compatible gateway
     stratum chat MODEL         talk to a model on the running gateway
     stratum models …           the model registry (list, add, show, alias, remove)
-    stratum keys …             API keys (create, list, revoke)
+    stratum orgs …             organisations (create, list)
+    stratum projects …         projects and their limits (create, list, limits)
+    stratum keys …             API keys (create, list, revoke), platform-wide or per project
+    stratum usage ORG/PROJECT  requests and tokens of a project
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -17,7 +20,7 @@ from typing import Annotated
 import typer
 
 from stratum import __version__
-from stratum.cli import chat, keys, models, serve
+from stratum.cli import chat, keys, models, serve, tenancy, usage
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 
@@ -79,7 +82,10 @@ def version(
 app.command("serve")(serve.serve)
 app.command("chat")(chat.chat)
 app.add_typer(models.app, name="models")
+app.add_typer(tenancy.orgs_app, name="orgs")
+app.add_typer(tenancy.projects_app, name="projects")
 app.add_typer(keys.app, name="keys")
+app.command("usage")(usage.usage)
 
 
 def run() -> None:

@@ -17,6 +17,8 @@ from stratum.settings import Settings
 
 if TYPE_CHECKING:
     from stratum.governance.service import KeyService
+    from stratum.governance.tenancy import TenancyService
+    from stratum.governance.usage import UsageService
     from stratum.registry.service import RegistryService
     from stratum.storage.db import Database
 
@@ -52,6 +54,22 @@ def key_service() -> Iterator[KeyService]:
 
     with open_database() as db:
         yield KeyService(db)
+
+
+@contextmanager
+def tenancy_service() -> Iterator[TenancyService]:
+    from stratum.governance.tenancy import TenancyService
+
+    with open_database() as db:
+        yield TenancyService(db)
+
+
+@contextmanager
+def usage_service() -> Iterator[UsageService]:
+    from stratum.governance.usage import UsageService
+
+    with open_database() as db:
+        yield UsageService(db)
 
 
 def cli_actor() -> str:

@@ -13,19 +13,26 @@ from fastapi import FastAPI
 from stratum import __version__
 from stratum.gateway import errors
 from stratum.gateway.bootstrap import register_builtin_models
+from stratum.gateway.metering import SettleMiddleware
 from stratum.gateway.metrics import Metrics
 from stratum.gateway.middleware import RequestIdMiddleware
 from stratum.gateway.pool import EngineFactory, ModelPool, default_factory
-from stratum.gateway.routes import chat, completions, embeddings, health, models
+from stratum.gateway.routes import admin, chat, completions, embeddings, health, models
 from stratum.gateway.state import AppState
+from stratum.governance.counters import CounterStore, StoreCounters
+from stratum.governance.quotas import QuotaService
+from stratum.governance.rules import PolicyService
 from stratum.governance.service import KeyService
+from stratum.governance.tenancy import TenancyService
+from stratum.governance.usage import UsageService
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
-from stratum.storage.db import Database
+from stratum.storage.db import Database, utcnow
 
 log = logging.getLogger(__name__)
 
 _PRUNE_INTERVAL_S = 2.0  # how soon a removed model's engine is released
+_COUNTER_PRUNE_INTERVAL_S = 60.0  # finished quota windows are deleted about once a minute
 
 
 def create_app(
@@ -33,7 +40,10 @@ def create_app(
     *,
     engine_factory: EngineFactory | None = None,
     on_ready: Callable[[AppState], None] | None = None,
+    counters: CounterStore | None = None,
 ) -> FastAPI:
+    """The gateway. ``counters`` replaces the store-backed quota counters (tests pass a fake)."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.home.mkdir(parents=True, exist_ok=True)
@@ -47,6 +57,10 @@ def create_app(
             keys=KeyService(db),
             pool=ModelPool(registry, engine_factory or default_factory(settings)),
             metrics=Metrics(),
+            tenancy=TenancyService(db),
+            policies=PolicyService(db),
+            quotas=QuotaService(counters or StoreCounters(db)),
+            usage=UsageService(db),
         )
         app.state.stratum = state
         state.preload = await anyio.to_thread.run_sync(register_builtin_models, settings, registry)
@@ -54,12 +68,14 @@ def create_app(
             await (state.pool.encoder(name) if _is_encoder(state, name) else state.pool.text_engine(name))
         state.ready = True
         pruner = asyncio.create_task(_prune(state.pool))
+        counter_pruner = asyncio.create_task(_prune_counters(state.quotas))
         if on_ready is not None:
             on_ready(state)
         try:
             yield
         finally:
             pruner.cancel()
+            counter_pruner.cancel()
             await state.pool.close()
             db.dispose()
 
@@ -69,9 +85,17 @@ def create_app(
         description="OpenAI-compatible gateway of the Stratum platform.",
         lifespan=lifespan,
     )
+    app.add_middleware(SettleMiddleware)
     app.add_middleware(RequestIdMiddleware)
     errors.install(app)
-    for router in (models.router, chat.router, completions.router, embeddings.router, health.router):
+    for router in (
+        models.router,
+        chat.router,
+        completions.router,
+        embeddings.router,
+        health.router,
+        admin.router,
+    ):
         app.include_router(router)
     return app
 
@@ -87,3 +111,12 @@ async def _prune(pool: ModelPool) -> None:
             await pool.unload_missing()
         except Exception:  # the store may be briefly unavailable; try again next round
             log.warning("could not prune unloaded models", exc_info=True)
+
+
+async def _prune_counters(quotas: QuotaService) -> None:
+    while True:
+        await asyncio.sleep(_COUNTER_PRUNE_INTERVAL_S)
+        try:
+            await anyio.to_thread.run_sync(quotas.counters.prune, utcnow())
+        except Exception:  # the store may be briefly unavailable; try again next round
+            log.warning("could not prune quota counters", exc_info=True)

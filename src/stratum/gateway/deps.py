@@ -1,7 +1,10 @@
-"""Typed dependencies: the app state and the request context every route receives.
+"""Typed dependencies: the app state, the request context, and authorisation by policy.
 
-``RequestContext`` is the seam for governance: today it carries the verified key; organisations,
-projects, quotas and audit attach here as further dependencies without touching the routes.
+``RequestContext`` is the seam for governance: it carries the verified principal, and every policy
+decision goes through ``context.authorize`` (one evaluator, ``governance.policy``). Inference routes
+declare ``dependencies=[Permit("chat")]``: that checks the key's scopes, tenancy, rules and role
+for the route and the model named in the body before the route runs, so routes hold no permission
+logic. ``MeterDep`` (``gateway.metering``) reserves and settles quota around a generation.
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Request
 
-from stratum.errors import AuthenticationError, PermissionDenied
+from stratum.errors import AuthenticationError, NotFound, PolicyDenied, StratumError
 from stratum.gateway.state import AppState
+from stratum.governance.policy import Check
 from stratum.governance.service import Principal
 
 
@@ -28,11 +32,63 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
+def base_model_name(ref: str) -> str:
+    """``NAME`` of ``NAME``, ``NAME@VERSION`` or ``NAME:ALIAS``: policies and scopes match names."""
+    return ref.split("@", 1)[0].split(":", 1)[0]
+
+
 @dataclass
 class RequestContext:
     request_id: str
     principal: Principal
+    state: AppState | None = None
+    ip: str | None = None
     started: float = field(default_factory=time.perf_counter)
+
+    async def authorize(
+        self,
+        action: str,
+        *,
+        model: str | None = None,
+        org_id: str | None = None,
+        project_id: str | None = None,
+    ) -> None:
+        """Raise ``PolicyDenied`` (403, naming the rule) unless the policy allows ``action``."""
+        assert self.state is not None
+        check = await self._check(action, model=model, org_id=org_id, project_id=project_id)
+        await anyio.to_thread.run_sync(self.state.policies.authorize, self.principal, check)
+
+    async def may(self, action: str, *, model: str | None = None) -> bool:
+        assert self.state is not None
+        check = await self._check(action, model=model)
+        decision = await anyio.to_thread.run_sync(self.state.policies.decide, self.principal, check)
+        return decision.allowed
+
+    async def _check(self, action: str, *, model: str | None = None, **tenant: Any) -> Check:
+        assert self.state is not None
+        tags: frozenset[str] = frozenset()
+        if model is not None:
+            model = base_model_name(model)
+            if await anyio.to_thread.run_sync(self.state.policies.uses_tags):
+                tags = await anyio.to_thread.run_sync(_model_tags, self.state, model)
+        return Check(action=action, model=model, model_tags=tags, ip=self.ip, **tenant)
+
+    def denied_unless_admin(self, error: NotFound) -> StratumError:
+        """What a tenant key gets for a name that does not exist: the same 403 as for another
+        tenant's name, so names of other tenants cannot be probed."""
+        if self.principal.is_admin:
+            return error
+        return PolicyDenied("the resource belongs to another organisation", rule="tenancy.org")
+
+
+def _model_tags(state: AppState, name: str) -> frozenset[str]:
+    try:
+        model = state.registry.get_model(name)
+    except NotFound:
+        return frozenset()
+    latest = model.versions[-1] if model.versions else None
+    tags = (latest.metadata.get("tags") if latest else None) or []
+    return frozenset(str(tag) for tag in tags)
 
 
 def _bearer(request: Request) -> str:
@@ -53,7 +109,12 @@ async def get_context(request: Request, state: StateDep) -> RequestContext:
         principal = await anyio.to_thread.run_sync(state.keys.verify, token)
         state.principals.put(digest, principal)
     request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
-    context = RequestContext(request_id=request_id, principal=principal)
+    context = RequestContext(
+        request_id=request_id,
+        principal=principal,
+        state=state,
+        ip=request.client.host if request.client else None,
+    )
     request.state.context = context
     return context
 
@@ -61,10 +122,24 @@ async def get_context(request: Request, state: StateDep) -> RequestContext:
 ContextDep = Annotated[RequestContext, Depends(get_context)]
 
 
-async def require_admin(context: ContextDep) -> RequestContext:
-    if context.principal.role != "admin":
-        raise PermissionDenied("this endpoint needs an admin key", code="admin_required")
-    return context
+async def _requested_model(request: Request) -> str | None:
+    if "model_id" in request.path_params:
+        return str(request.path_params["model_id"])
+    if request.method != "POST":
+        return None
+    try:
+        # Starlette caches the parsed body: the route's own body parsing reuses it.
+        body = await request.json()
+    except ValueError:
+        return None  # the route's validation answers 400
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else None
 
 
-AdminDep = Annotated[RequestContext, Depends(require_admin)]
+def Permit(action: str) -> Any:
+    """A route dependency: the policy must allow ``action`` (on the requested model, if any)."""
+
+    async def permit(request: Request, context: ContextDep) -> None:
+        await context.authorize(action, model=await _requested_model(request))
+
+    return Depends(permit)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,8 @@ class Generation:
         self.choices = [ChoiceResult(index=i) for i in range(len(requests))]
         self._streams: list[AsyncIterator[GenerationChunk]] = []
         self._first_token_seen = False
+        # Called once with (prompt, completion) tokens when the generation ends, however it ends.
+        self.on_finish: Callable[[int, int], None] | None = None
 
     def start(self) -> None:
         """Admit every sequence now, so saturation or a too-long prompt fails before any byte is sent."""
@@ -173,6 +175,8 @@ class Generation:
         self.metrics.count_tokens(
             model=self.model, prompt=self.prompt_tokens, completion=self.completion_tokens
         )
+        if self.on_finish is not None:
+            self.on_finish(self.prompt_tokens, self.completion_tokens)
 
 
 async def _close(stream: AsyncIterator[GenerationChunk]) -> None:

@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 from stratum.gateway.metrics import Metrics
 from stratum.gateway.pool import ModelPool
 from stratum.gateway.ttl import TTLCache
+from stratum.governance.quotas import QuotaService
+from stratum.governance.rules import PolicyService
 from stratum.governance.service import KeyService, Principal
+from stratum.governance.tenancy import TenancyService
+from stratum.governance.usage import UsageService
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage.db import Database
@@ -20,6 +24,10 @@ class AppState:
     registry: RegistryService
     keys: KeyService
     pool: ModelPool
+    tenancy: TenancyService
+    policies: PolicyService
+    quotas: QuotaService
+    usage: UsageService
     metrics: Metrics = field(default_factory=Metrics)
     # Served names to preload at start; /readyz is green once they are loaded.
     preload: list[str] = field(default_factory=list)

@@ -1,29 +1,115 @@
-"""Public governance types: the authenticated principal and API keys as listed (never their hashes)."""
+"""Public governance types: principals, tenants, keys, rules and usage as shown (never hashes or rows)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Role = Literal["admin", "user"]
-ROLES: tuple[Role, ...] = ("admin", "user")
+# admin: the platform operator; user: a platform-wide inference key (the foundation's keys);
+# org_admin: manages one organisation; developer: uses one project; viewer: reads one project.
+Role = Literal["admin", "user", "org_admin", "developer", "viewer"]
+ROLES: tuple[Role, ...] = ("admin", "user", "org_admin", "developer", "viewer")
+PLATFORM_ROLES: tuple[Role, ...] = ("admin", "user")
+TENANT_ROLES: tuple[Role, ...] = ("org_admin", "developer", "viewer")
 KeyStatus = Literal["active", "revoked", "expired"]
+# What a key's endpoint scope can name.
+ENDPOINTS = ("chat", "completions", "embeddings", "models")
+# Org and project names appear in ``ORG/PROJECT`` paths and URLs: no slash, colon, @ or whitespace.
+NAME_PATTERN = re.compile(r"^[^\s/@:]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits of one level (org, project or key); None means no limit there."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    token_budget: int | None = None
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """An org or project as a principal sees it: id, display name (``org`` or ``org/project``), limits."""
+
+    id: str
+    name: str
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request acts as, once its API key is verified."""
+    """Who a request acts as, once its API key is verified, with the key's scopes and tenancy."""
 
     key_id: str
     name: str
     role: Role
+    org: Tenant | None = None
+    project: Tenant | None = None
+    models: tuple[str, ...] = ()
+    endpoints: tuple[str, ...] = ()
+    ip_allow: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+
+class LimitsFields(BaseModel):
+    rpm: int | None = Field(default=None, ge=1, description="Requests per minute.")
+    tpm: int | None = Field(default=None, ge=1, description="Tokens (prompt + completion) per minute.")
+    token_budget: int | None = Field(default=None, ge=1, description="Tokens per calendar month (UTC).")
+
+
+class OrgCreate(LimitsFields):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _checked_name(value)
+
+
+class ProjectCreate(OrgCreate):
+    cost_budget: Decimal | None = Field(default=None, gt=0, description="Money per calendar month.")
+
+
+class LimitsUpdate(LimitsFields):
+    cost_budget: Decimal | None = Field(default=None, gt=0)
+
+
+class OrgPublic(LimitsFields):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    created_at: datetime
+
+
+class ProjectPublic(LimitsFields):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    org_id: str
+    org: str
+    name: str
+    path: str  # "org/project"
+    cost_budget: Decimal | None = None
+    created_at: datetime
+
+
+class KeyCreate(LimitsFields):
+    name: str | None = None
+    role: Role = "developer"
+    models: list[str] = Field(default_factory=list, description="Model name globs, e.g. qwen*.")
+    endpoints: list[str] = Field(default_factory=list, description=f"Subset of {', '.join(ENDPOINTS)}.")
+    ip_allow: list[str] = Field(default_factory=list, description="Client addresses or CIDR networks.")
+    expires_at: datetime | None = None
 
 
 class ApiKeyPublic(BaseModel):
@@ -40,3 +126,45 @@ class ApiKeyPublic(BaseModel):
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+    org: str | None = None
+    project: str | None = None
+    models: list[str] = Field(default_factory=list)
+    endpoints: list[str] = Field(default_factory=list)
+    ip_allow: list[str] = Field(default_factory=list)
+    rpm: int | None = None
+    tpm: int | None = None
+    token_budget: int | None = None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str  # the plaintext, in this response only
+
+
+class UsageLine(BaseModel):
+    """One group of a usage report (a model, a key or a day)."""
+
+    group: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class UsageReport(BaseModel):
+    project: str
+    by: Literal["model", "key", "day"]
+    since: date | None = None
+    lines: list[UsageLine]
+    total: UsageLine
+
+
+def _checked_name(value: str) -> str:
+    value = value.strip()
+    if not NAME_PATTERN.match(value):
+        raise ValueError("names need 1-64 characters without spaces, '/', ':' or '@'")
+    return value
+
+
+def plain(value: Any) -> Any:
+    """JSON-safe lists for JSON columns (tuples and generators become lists)."""
+    return list(value or [])

@@ -19,8 +19,20 @@ from sqlalchemy.orm import Session
 
 from stratum.errors import AuthenticationError, Conflict, InvalidRequest, NotFound
 from stratum.governance import repo
-from stratum.governance.schemas import ROLES, ApiKeyPublic, KeyStatus, Principal
-from stratum.governance.tables import ApiKeyRow
+from stratum.governance.policy import check_networks
+from stratum.governance.schemas import (
+    ENDPOINTS,
+    PLATFORM_ROLES,
+    ROLES,
+    ApiKeyPublic,
+    KeyStatus,
+    Limits,
+    Principal,
+    Tenant,
+    plain,
+)
+from stratum.governance.tables import ApiKeyRow, OrgRow, ProjectRow
+from stratum.governance.tenancy import find_org, find_project
 from stratum.storage import Database, advisory_lock, utcnow
 
 # Principal and ApiKeyPublic are re-exported: adapters import them alongside the service.
@@ -58,7 +70,17 @@ def _status(row: ApiKeyRow, now: datetime) -> KeyStatus:
     return "active"
 
 
-def _public(row: ApiKeyRow, now: datetime) -> ApiKeyPublic:
+def _limits(row: ApiKeyRow | OrgRow | ProjectRow) -> Limits:
+    return Limits(rpm=row.rpm, tpm=row.tpm, token_budget=row.token_budget)
+
+
+def _public(row: ApiKeyRow, now: datetime, session: Session | None = None) -> ApiKeyPublic:
+    org = project = None
+    if session is not None and row.org_id is not None:
+        org_row = repo.get_org(session, row.org_id)
+        org = org_row.name if org_row else None
+        if row.project_id is not None and (project_row := repo.get_project(session, row.project_id)):
+            project = f"{org}/{project_row.name}"
     return ApiKeyPublic(
         id=row.id,
         name=row.name,
@@ -69,7 +91,50 @@ def _public(row: ApiKeyRow, now: datetime) -> ApiKeyPublic:
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
+        org=org,
+        project=project,
+        models=list(row.models or []),
+        endpoints=list(row.endpoints or []),
+        ip_allow=list(row.ip_allow or []),
+        rpm=row.rpm,
+        tpm=row.tpm,
+        token_budget=row.token_budget,
     )
+
+
+def _principal(session: Session, row: ApiKeyRow) -> Principal:
+    org = project = None
+    if row.org_id is not None and (org_row := repo.get_org(session, row.org_id)) is not None:
+        org = Tenant(id=org_row.id, name=org_row.name, limits=_limits(org_row))
+        if row.project_id is not None and (project_row := repo.get_project(session, row.project_id)):
+            project = Tenant(
+                id=project_row.id, name=f"{org_row.name}/{project_row.name}", limits=_limits(project_row)
+            )
+    return Principal(
+        key_id=row.id,
+        name=row.name,
+        role=row.role,  # type: ignore[arg-type]  # checked on write
+        org=org,
+        project=project,
+        models=tuple(row.models or ()),
+        endpoints=tuple(row.endpoints or ()),
+        ip_allow=tuple(row.ip_allow or ()),
+        limits=_limits(row),
+    )
+
+
+def _check_scopes(*, models: list[str], endpoints: list[str], ip_allow: list[str]) -> None:
+    if any(not m.strip() for m in models):
+        raise InvalidRequest("model patterns must not be empty", param="models")
+    unknown = [e for e in endpoints if e not in ENDPOINTS]
+    if unknown:
+        raise InvalidRequest(
+            f"unknown endpoint {unknown[0]!r}; choose from {', '.join(ENDPOINTS)}", param="endpoints"
+        )
+    try:
+        check_networks(ip_allow)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="ip_allow") from exc
 
 
 def _matching(session: Session, plaintext: str) -> ApiKeyRow | None:
@@ -90,9 +155,22 @@ class KeyService:
         self._clock = clock
 
     def create_key(
-        self, *, name: str, role: str = "user", expires_at: datetime | None = None
+        self,
+        *,
+        name: str,
+        role: str = "user",
+        expires_at: datetime | None = None,
+        project: str | None = None,
+        models: list[str] | None = None,
+        endpoints: list[str] | None = None,
+        ip_allow: list[str] | None = None,
+        limits: Limits | None = None,
     ) -> tuple[str, ApiKeyPublic]:
-        """Issue a key. The plaintext is returned only here: show it once, it cannot be recovered."""
+        """Issue a key. The plaintext is returned only here: show it once, it cannot be recovered.
+
+        ``project`` is ``ORG/PROJECT`` (or just ``ORG`` for an org_admin key); without it the key is
+        a platform key (role admin or user).
+        """
         name = name.strip()
         if not 1 <= len(name) <= 128:
             raise InvalidRequest("A key name needs 1-128 characters.", param="name")
@@ -104,20 +182,44 @@ class KeyService:
                 raise InvalidRequest("expires_at must be timezone-aware.", param="expires_at")
             if expires_at <= now:
                 raise InvalidRequest("expires_at must be in the future.", param="expires_at")
+        if project is None and role not in PLATFORM_ROLES:
+            raise InvalidRequest(f"a {role} key belongs to a project: give ORG/PROJECT", param="role")
+        if project is not None and role in PLATFORM_ROLES:
+            raise InvalidRequest(
+                f"project keys have role org_admin, developer or viewer, not {role}", param="role"
+            )
+        scopes = {"models": plain(models), "endpoints": plain(endpoints), "ip_allow": plain(ip_allow)}
+        _check_scopes(**scopes)
         plaintext = KEY_PREFIX + secrets.token_urlsafe(_SECRET_BYTES)
         with self._db.session() as session:
             row = self._insert(session, plaintext, name=name, role=role, expires_at=expires_at)
-            return plaintext, _public(row, now)
+            if project is not None:
+                if "/" in project:
+                    org_row, project_row = find_project(session, project)
+                    row.project_id = project_row.id
+                elif role == "org_admin":
+                    org_row = find_org(session, project)
+                else:
+                    raise InvalidRequest(f"expected ORG/PROJECT, got {project!r}", param="project")
+                row.org_id = org_row.id
+            for field, value in scopes.items():
+                setattr(row, field, value)
+            if limits is not None:
+                row.rpm, row.tpm, row.token_budget = limits.rpm, limits.tpm, limits.token_budget
+            session.flush()
+            return plaintext, _public(row, now, session)
 
     def verify(self, plaintext: str) -> Principal:
         """The principal a key acts as; AuthenticationError if it is unknown, revoked or expired."""
         if not LOOKUP_CHARS <= len(plaintext) <= _MAX_KEY_LENGTH:
             raise AuthenticationError(f"Incorrect API key provided: {mask_key(plaintext)}.")
         now = self._clock()
-        # A read transaction: on SQLite verification never queues behind writers.
+        # A read transaction: on SQLite verification never queues behind writers. Limits and
+        # scopes are read on every request, so changes apply from the next one.
         with self._db.session(write=False) as session:
             row = _matching(session, plaintext)
-        if row is None:
+            principal = _principal(session, row) if row is not None else None
+        if row is None or principal is None:
             raise AuthenticationError(f"Incorrect API key provided: {mask_key(plaintext)}.")
         if row.revoked_at is not None:
             raise AuthenticationError(f"The API key {mask_key(plaintext)} has been revoked.")
@@ -129,12 +231,20 @@ class KeyService:
         if row.last_used_at is None or row.last_used_at <= not_since:
             with self._db.session() as session:
                 repo.touch(session, key_id=row.id, now=now, not_since=not_since)
-        return Principal(key_id=row.id, name=row.name, role=row.role)  # type: ignore[arg-type]
+        return principal
 
-    def list_keys(self) -> list[ApiKeyPublic]:
+    def list_keys(self, *, org_id: str | None = None, project_id: str | None = None) -> list[ApiKeyPublic]:
         now = self._clock()
         with self._db.session(write=False) as session:
-            return [_public(row, now) for row in repo.list_keys(session)]
+            rows = repo.list_keys(session, org_id=org_id, project_id=project_id)
+            return [_public(row, now, session) for row in rows]
+
+    def get_key(self, key_id: str) -> ApiKeyPublic:
+        with self._db.session(write=False) as session:
+            row = repo.get_key(session, key_id)
+            if row is None:
+                raise NotFound(f"No API key has the id {key_id!r}.", param="key")
+            return _public(row, self._clock(), session)
 
     def revoke(self, key_id_or_prefix: str) -> ApiKeyPublic:
         """Revoke by key id, by the 12-character prefix shown in listings, or by the full key.
@@ -149,7 +259,7 @@ class KeyService:
                 row = self._by_prefix(session, ident)
             if row.revoked_at is None:
                 row.revoked_at = now
-            return _public(row, now)
+            return _public(row, now, session)
 
     def ensure_admin_key(self, configured: str | None) -> str | None:
         """Make sure the server can be administered; returns a new admin key's plaintext, or None.

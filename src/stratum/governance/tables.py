@@ -1,17 +1,53 @@
-"""Governance tables (created by migration 0001)."""
+"""Governance tables: API keys (migration 0001); organisations, projects, policy rules, quota
+counters and usage records (migration 0002).
+
+Limits (``rpm``, ``tpm``, ``token_budget``) sit on every level a request is checked against — org,
+project, key — and ``NULL`` means "no limit at this level".
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stratum.storage import Base, utcnow
 
 
-class ApiKeyRow(Base):
-    """An API key: only a salted hash of the secret is stored; ``prefix`` finds the row."""
+class LimitsMixin:
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(Integer)
+    token_budget: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class OrgRow(LimitsMixin, Base):
+    __tablename__ = "orgs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProjectRow(LimitsMixin, Base):
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    # Money budget per month, in the currency of the price table.
+    cost_budget: Mapped[Decimal | None] = mapped_column(Numeric(18, 6))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKeyRow(LimitsMixin, Base):
+    """An API key: only a salted hash of the secret is stored; ``prefix`` finds the row.
+
+    Platform keys have no org and no project; org-admin keys have an org; all others a project.
+    """
 
     __tablename__ = "api_keys"
 
@@ -26,3 +62,52 @@ class ApiKeyRow(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    org_id: Mapped[str | None] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    # Scopes; empty lists mean "no restriction".
+    models: Mapped[list[Any]] = mapped_column(default=list)
+    endpoints: Mapped[list[Any]] = mapped_column(default=list)
+    ip_allow: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class PolicyRuleRow(Base):
+    """An editable attribute rule (see ``governance.policy``)."""
+
+    __tablename__ = "policy_rules"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    effect: Mapped[str] = mapped_column(String(8))
+    # The match conditions: actions, roles, org, project, models, except_models, tags, except_tags.
+    spec: Mapped[dict[str, Any]]
+    description: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CounterRow(Base):
+    """A quota counter: requests or tokens of one scope in one window (see ``governance.counters``)."""
+
+    __tablename__ = "quota_counters"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class UsageRow(Base):
+    """One inference request's billed usage, with its cost centre (org / project / key / model)."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (Index("ix_usage_records_project_id_at", "project_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    org_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    project_id: Mapped[str | None] = mapped_column(String(32))
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    model: Mapped[str] = mapped_column(String(160))
+    endpoint: Mapped[str] = mapped_column(String(32))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[int] = mapped_column(Integer, default=200)

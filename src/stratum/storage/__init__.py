@@ -7,6 +7,7 @@ from stratum.storage.db import (
     JSONDocument,
     UTCDateTime,
     advisory_lock,
+    utc_day,
     utcnow,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "JSONDocument",
     "UTCDateTime",
     "advisory_lock",
+    "utc_day",
     "utcnow",
 ]

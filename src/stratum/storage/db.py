@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import JSON, DateTime, Dialect, MetaData, create_engine, event, text
+from sqlalchemy import JSON, DateTime, Dialect, MetaData, String, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 if TYPE_CHECKING:
@@ -88,7 +90,11 @@ class Base(DeclarativeBase):
     """Declarative base for every domain table (``registry.tables``, ``governance.tables``, …)."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSONDocument}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSONDocument,
+        list[Any]: JSONDocument,
+    }
 
 
 def _json_dumps(value: Any) -> str:
@@ -253,3 +259,24 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+
+class utc_day(FunctionElement[Any]):
+    """``utc_day(column)``: the UTC calendar day of a stored instant, as ``YYYY-MM-DD`` text.
+
+    SQLite stores instants as UTC text, so ``date()`` is enough; PostgreSQL converts to UTC first,
+    whatever the session time zone.
+    """
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(utc_day, "sqlite")
+def _utc_day_sqlite(element: utc_day, compiler: Any, **kw: Any) -> str:
+    return f"date({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(utc_day, "postgresql")
+def _utc_day_postgresql(element: utc_day, compiler: Any, **kw: Any) -> str:
+    return f"to_char(({compiler.process(element.clauses, **kw)}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"

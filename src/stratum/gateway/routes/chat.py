@@ -10,8 +10,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from stratum.engine.base import GenerationRequest
 from stratum.errors import StratumError, UnsupportedFeature
-from stratum.gateway.deps import ContextDep, StateDep
+from stratum.gateway.deps import ContextDep, Permit, StateDep
 from stratum.gateway.generation import Generation, sampling_params
+from stratum.gateway.metering import ChatMeter
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
 from stratum.gateway.sse import DONE, error_event, event
 from stratum.protocol.base import Usage, dump, new_id, now
@@ -41,9 +42,9 @@ _PASSTHROUGH = (
 )
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion)
+@router.post("/v1/chat/completions", response_model=ChatCompletion, dependencies=[Permit("chat")])
 async def create_chat_completion(
-    body: ChatCompletionRequest, context: ContextDep, state: StateDep
+    body: ChatCompletionRequest, context: ContextDep, state: StateDep, meter: ChatMeter
 ) -> JSONResponse | StreamingResponse:
     if body.unknown_fields():
         log.debug("ignoring unknown fields %s", body.unknown_fields())
@@ -66,6 +67,7 @@ async def create_chat_completion(
             for i in range(body.n)
         ]
         generation = Generation(engine, requests, model=version.name, metrics=state.metrics)
+        await meter.admit(generation)
         generation.start()
     except StratumError as error:
         recorder.done(error.status_code)

@@ -9,8 +9,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from stratum.engine.base import GenerationRequest
 from stratum.errors import StratumError, UnsupportedFeature
-from stratum.gateway.deps import ContextDep, StateDep
+from stratum.gateway.deps import ContextDep, Permit, StateDep
 from stratum.gateway.generation import Generation, sampling_params
+from stratum.gateway.metering import CompletionsMeter
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
 from stratum.gateway.sse import DONE, error_event, event
 from stratum.protocol.base import Usage, dump, new_id, now
@@ -28,9 +29,9 @@ def _prompts(body: CompletionRequest) -> list[str]:
     raise UnsupportedFeature("token-id prompts are not supported; send text", param="prompt")
 
 
-@router.post("/v1/completions", response_model=Completion)
+@router.post("/v1/completions", response_model=Completion, dependencies=[Permit("completions")])
 async def create_completion(
-    body: CompletionRequest, context: ContextDep, state: StateDep
+    body: CompletionRequest, context: ContextDep, state: StateDep, meter: CompletionsMeter
 ) -> JSONResponse | StreamingResponse:
     recorder = Recorder(state.metrics, endpoint="completions", model=body.model, started=context.started)
     try:
@@ -55,6 +56,7 @@ async def create_completion(
             metrics=state.metrics,
             prompt_of=[p for p in range(len(prompts)) for _ in range(body.n)],
         )
+        await meter.admit(generation)
         generation.start()
     except StratumError as error:
         recorder.done(error.status_code)

@@ -10,7 +10,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from stratum.errors import InvalidRequest, StratumError, UnsupportedFeature
-from stratum.gateway.deps import ContextDep, StateDep
+from stratum.gateway.deps import ContextDep, Permit, StateDep
+from stratum.gateway.metering import EmbeddingsMeter
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder
 from stratum.protocol.base import Usage, dump
 from stratum.protocol.embeddings import Embedding, EmbeddingList, EmbeddingRequest
@@ -36,8 +37,10 @@ def _texts(body: EmbeddingRequest) -> list[str]:
     return [str(t) for t in texts]
 
 
-@router.post("/v1/embeddings", response_model=EmbeddingList)
-async def create_embeddings(body: EmbeddingRequest, context: ContextDep, state: StateDep) -> JSONResponse:
+@router.post("/v1/embeddings", response_model=EmbeddingList, dependencies=[Permit("embeddings")])
+async def create_embeddings(
+    body: EmbeddingRequest, context: ContextDep, state: StateDep, meter: EmbeddingsMeter
+) -> JSONResponse:
     recorder = Recorder(state.metrics, endpoint="embeddings", model=body.model, started=context.started)
     try:
         texts = _texts(body)
@@ -47,9 +50,11 @@ async def create_embeddings(body: EmbeddingRequest, context: ContextDep, state: 
             raise InvalidRequest(
                 f"this model only produces {encoder.dimensions}-dimensional embeddings", param="dimensions"
             )
-        vectors = await anyio.to_thread.run_sync(lambda: encoder.encode(texts, kind=body.input_type))
         counts = await anyio.to_thread.run_sync(lambda: encoder.count_tokens(texts, kind=body.input_type))
         tokens = sum(counts)
+        await meter.admit_tokens(version.name, tokens)
+        vectors = await anyio.to_thread.run_sync(lambda: encoder.encode(texts, kind=body.input_type))
+        meter.record(tokens, 0)
     except StratumError as error:
         recorder.done(error.status_code)
         raise

@@ -1,0 +1,125 @@
+"""Usage records (one per inference request, with its cost centre) and the reports built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Literal
+
+from sqlalchemy import func, select
+
+from stratum.governance.schemas import UsageLine, UsageReport
+from stratum.governance.tables import ApiKeyRow, UsageRow
+from stratum.governance.tenancy import find_project
+from stratum.storage import Database, utc_day, utcnow
+
+GroupBy = Literal["model", "key", "day"]
+
+
+@dataclass(frozen=True)
+class UsageEntry:
+    request_id: str
+    key_id: str
+    org_id: str | None
+    project_id: str | None
+    model: str
+    endpoint: str
+    prompt_tokens: int
+    completion_tokens: int
+    status: int = 200
+
+
+class UsageService:
+    """Serves: the gateway (``record`` after each request) and the admin API/CLI (``report``)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def record(self, entries: Sequence[UsageEntry]) -> None:
+        if not entries:
+            return
+        now = utcnow()
+        with self._db.session() as session:
+            session.add_all(
+                UsageRow(
+                    at=now,
+                    request_id=e.request_id[:64],
+                    key_id=e.key_id,
+                    org_id=e.org_id,
+                    project_id=e.project_id,
+                    model=e.model[:160],
+                    endpoint=e.endpoint,
+                    prompt_tokens=e.prompt_tokens,
+                    completion_tokens=e.completion_tokens,
+                    status=e.status,
+                )
+                for e in entries
+            )
+
+    def report(self, path: str, *, by: GroupBy = "model", since: date | None = None) -> UsageReport:
+        """Requests and tokens of project ``ORG/PROJECT`` grouped by model, key or UTC day."""
+        with self._db.session(write=False) as session:
+            _, project = find_project(session, path)
+            group = {"model": UsageRow.model, "key": UsageRow.key_id, "day": utc_day(UsageRow.at)}[by]
+            query = (
+                select(
+                    group,
+                    func.count(),
+                    func.coalesce(func.sum(UsageRow.prompt_tokens), 0),
+                    func.coalesce(func.sum(UsageRow.completion_tokens), 0),
+                )
+                .where(UsageRow.project_id == project.id)
+                .group_by(group)
+                .order_by(group)
+            )
+            if since is not None:
+                query = query.where(UsageRow.at >= datetime(since.year, since.month, since.day, tzinfo=UTC))
+            rows = session.execute(query).all()
+            names: dict[str, str] = {}
+            if by == "key":
+                keys = session.execute(
+                    select(ApiKeyRow.id, ApiKeyRow.name).where(ApiKeyRow.project_id == project.id)
+                )
+                names = {key_id: f"{name} ({key_id})" for key_id, name in keys}
+        lines = [
+            UsageLine(
+                group=names.get(str(g), str(g)),
+                requests=int(n),
+                prompt_tokens=int(p),
+                completion_tokens=int(c),
+                total_tokens=int(p) + int(c),
+            )
+            for g, n, p, c in rows
+        ]
+        total = UsageLine(
+            group="total",
+            requests=sum(line.requests for line in lines),
+            prompt_tokens=sum(line.prompt_tokens for line in lines),
+            completion_tokens=sum(line.completion_tokens for line in lines),
+            total_tokens=sum(line.total_tokens for line in lines),
+        )
+        return UsageReport(project=path, by=by, since=since, lines=lines, total=total)
+
+    def billed_tokens(self, *, project_id: str | None = None, key_id: str | None = None) -> int:
+        """Total tokens recorded for a project or key (tests and checks of exactness)."""
+        query = select(func.coalesce(func.sum(UsageRow.prompt_tokens + UsageRow.completion_tokens), 0))
+        if project_id is not None:
+            query = query.where(UsageRow.project_id == project_id)
+        if key_id is not None:
+            query = query.where(UsageRow.key_id == key_id)
+        with self._db.session(write=False) as session:
+            return int(session.scalar(query) or 0)
+
+
+def since_date(value: str | None) -> date | None:
+    """Parse ``--since``: ``YYYY-MM-DD`` or ``Nd`` (the last N days)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.endswith("d") and text[:-1].isdigit():
+        return date.fromordinal(utcnow().date().toordinal() - int(text[:-1]))
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"--since takes YYYY-MM-DD or Nd (e.g. 7d), got {value!r}") from exc

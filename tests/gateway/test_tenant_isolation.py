@@ -1,0 +1,147 @@
+"""Tenant isolation over the whole admin route table: a key of project A never sees project B.
+
+The table is read from the router: a new admin route is covered, or fails
+``test_every_admin_route_is_covered``.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.routing import APIRoute
+
+from stratum.gateway.routes.admin import router
+from stratum.governance.schemas import OrgCreate, ProjectCreate
+from tests.gateway.conftest import Gateway
+
+# A valid body per route, so every request reaches the authorisation step.
+BODIES = {
+    ("POST", "/admin/v1/orgs"): {"name": "new-org"},
+    ("POST", "/admin/v1/orgs/{org}/projects"): {"name": "new-project"},
+    ("PATCH", "/admin/v1/orgs/{org}/projects/{project}"): {"rpm": 5},
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/keys"): {"role": "developer"},
+    ("PUT", "/admin/v1/policies/{name}"): {"name": "r1", "actions": ["chat"]},
+}
+ADMIN_ROUTES = sorted(
+    (method, route.path) for route in router.routes if isinstance(route, APIRoute) for method in route.methods
+)
+TENANT_ROUTES = [r for r in ADMIN_ROUTES if "{org}" in r[1]]
+
+
+@pytest.fixture
+def tenants(gateway: Gateway) -> dict[str, object]:
+    state = gateway.state
+    for org in ("org-a", "org-b"):
+        state.tenancy.create_org(OrgCreate(name=org))
+    for path in ("org-a/proj-a", "org-a/proj-a2", "org-b/proj-b"):
+        org, name = path.split("/")
+        state.tenancy.create_project(org, ProjectCreate(name=name))
+    keys = {}
+    for label, project, role in (
+        ("developer", "org-a/proj-a", "developer"),
+        ("viewer", "org-a/proj-a", "viewer"),
+        ("org_admin", "org-a", "org_admin"),
+        ("b_key", "org-b/proj-b", "developer"),
+    ):
+        keys[label], _ = state.keys.create_key(name=label, role=role, project=project)
+    b_key = state.keys.list_keys(project_id=state.tenancy.get_project("org-b/proj-b").id)[0]
+    return {"keys": keys, "b_key_id": b_key.id}
+
+
+def _call(gateway: Gateway, method: str, path: str, key: str, **params: str):  # type: ignore[no-untyped-def]
+    url = path.format(**{"org": "org-b", "project": "proj-b", "key_id": "x", "name": "r1", **params})
+    body = BODIES.get((method, path))
+    return gateway.client.request(method, url, json=body, headers={"authorization": f"Bearer {key}"})
+
+
+def test_every_admin_route_is_covered() -> None:
+    untenanted = {r for r in ADMIN_ROUTES if r not in TENANT_ROUTES}
+    assert untenanted == {
+        ("GET", "/admin/v1/orgs"),
+        ("POST", "/admin/v1/orgs"),
+        ("GET", "/admin/v1/policies"),
+        ("PUT", "/admin/v1/policies/{name}"),
+        ("DELETE", "/admin/v1/policies/{name}"),
+    }
+
+
+@pytest.mark.parametrize(("method", "path"), TENANT_ROUTES)
+@pytest.mark.parametrize("who", ["developer", "viewer", "org_admin"])
+def test_project_a_keys_never_reach_org_b(
+    gateway: Gateway, tenants: dict[str, object], method: str, path: str, who: str
+) -> None:
+    key = tenants["keys"][who]  # type: ignore[index]
+    for target in ({}, {"project": "no-such-project"}, {"org": "no-such-org"}):
+        response = _call(gateway, method, path, key, key_id=str(tenants["b_key_id"]), **target)
+        assert response.status_code == 403, (response.status_code, response.text)
+        assert response.json()["error"]["rule"] == "tenancy.org"
+        assert "proj-b" not in response.text and str(tenants["b_key_id"]) not in response.text
+
+
+@pytest.mark.parametrize(("method", "path"), [r for r in TENANT_ROUTES if "{project}" in r[1]])
+@pytest.mark.parametrize("who", ["developer", "viewer"])
+def test_project_keys_never_reach_a_sibling_project(
+    gateway: Gateway, tenants: dict[str, object], method: str, path: str, who: str
+) -> None:
+    key = tenants["keys"][who]  # type: ignore[index]
+    response = _call(gateway, method, path, key, org="org-a", project="proj-a2")
+    assert response.status_code == 403
+    assert response.json()["error"]["rule"] == "tenancy.project"
+
+
+@pytest.mark.parametrize("who", ["developer", "viewer", "org_admin"])
+def test_lists_show_only_the_own_tenant(gateway: Gateway, tenants: dict[str, object], who: str) -> None:
+    key = tenants["keys"][who]  # type: ignore[index]
+    headers = {"authorization": f"Bearer {key}"}
+    orgs = gateway.client.get("/admin/v1/orgs", headers=headers)
+    if who == "org_admin":
+        assert [o["name"] for o in orgs.json()] == ["org-a"]
+    else:
+        assert orgs.status_code == 403 and orgs.json()["error"]["rule"] == f"rbac.{who}"
+    projects = gateway.client.get("/admin/v1/orgs/org-a/projects", headers=headers).json()
+    expected = ["proj-a", "proj-a2"] if who == "org_admin" else ["proj-a"]
+    assert [p["name"] for p in projects] == expected
+    for method, path in (("GET", "/admin/v1/policies"), ("POST", "/admin/v1/orgs")):
+        response = _call(gateway, method, path, key)
+        assert response.status_code == 403 and response.json()["error"]["rule"].startswith("rbac.")
+
+
+def test_own_project_works_and_platform_admin_sees_all(gateway: Gateway, tenants: dict[str, object]) -> None:
+    keys = tenants["keys"]  # type: ignore[assignment]
+    developer = {"authorization": f"Bearer {keys['developer']}"}  # type: ignore[index]
+    usage = gateway.client.get("/admin/v1/orgs/org-a/projects/proj-a/usage?by=key", headers=developer)
+    assert usage.status_code == 200 and usage.json()["project"] == "org-a/proj-a"
+    # A developer may read but not issue keys; the org admin may.
+    created = _call(
+        gateway,
+        "POST",
+        "/admin/v1/orgs/{org}/projects/{project}/keys",
+        keys["developer"],
+        org="org-a",
+        project="proj-a",
+    )  # type: ignore[index]
+    assert created.status_code == 403 and created.json()["error"]["rule"] == "rbac.developer"
+    created = _call(
+        gateway,
+        "POST",
+        "/admin/v1/orgs/{org}/projects/{project}/keys",
+        keys["org_admin"],
+        org="org-a",
+        project="proj-a",
+    )  # type: ignore[index]
+    assert created.status_code == 201 and created.json()["key"].startswith("sk-stm-")
+    revoked = gateway.client.delete(
+        f"/admin/v1/orgs/org-a/projects/proj-a/keys/{created.json()['id']}",
+        headers={"authorization": f"Bearer {keys['org_admin']}"},  # type: ignore[index]
+    )
+    assert revoked.json()["status"] == "revoked"
+    admin_key, _ = gateway.state.keys.create_key(name="ops", role="admin")
+    admin = {"authorization": f"Bearer {admin_key}"}
+    everything = gateway.client.get("/admin/v1/orgs", headers=admin).json()
+    assert {o["name"] for o in everything} == {"org-a", "org-b"}
+    assert gateway.client.get("/admin/v1/orgs/nope", headers=admin).status_code == 404
+    # A platform "user" key (the foundation's default) has no admin rights at all.
+    assert (
+        gateway.client.get("/admin/v1/orgs", headers=gateway.headers).json()["error"]["rule"] == "rbac.user"
+    )
+    schema = gateway.client.get("/openapi.json").json()
+    assert "/admin/v1/orgs/{org}/projects/{project}/usage" in schema["paths"]
