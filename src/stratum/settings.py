@@ -34,6 +34,16 @@ class Settings(BaseSettings):
     max_batch: int = Field(
         default=16, ge=1, description="Sequences the engine loop runs at once; the rest wait in the queue."
     )
+    prefill_chunk: int = Field(
+        default=128,
+        ge=1,
+        description="Prompt tokens a newcomer prefills per engine step (keeps streams flowing).",
+    )
+    max_kv_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="KV-cache budget per model in tokens; requests beyond it wait. Unset: none.",
+    )
     request_timeout: float = Field(default=300.0, gt=0, description="Seconds before a generation is cut.")
     upstream_timeout: float = Field(default=60.0, gt=0, description="Seconds to wait on an upstream.")
     torch_threads: int = Field(

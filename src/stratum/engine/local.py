@@ -2,17 +2,20 @@
 
 How a request flows:
 1. ``generate()`` (event-loop thread) renders the prompt, checks it fits the context and that the
-   admission queue has room, then hands a ``_Sequence`` to the scheduler. Errors surface here,
+   admission queue has room, then hands a ``SequenceState`` to the scheduler. Errors surface here,
    before any byte is streamed, so the gateway can still answer with a proper status code.
-2. The scheduler thread admits waiting sequences between decode steps (up to ``max_batch``
-   running), prefills each newcomer once, then advances every running sequence by one token per
-   round. Each sequence keeps its own KV cache, so no step recomputes the prefix.
-3. Text deltas travel back to the event loop through ``call_soon_threadsafe``; the async iterator
-   the caller holds yields them. Closing that iterator (client gone) marks the sequence cancelled
-   and the scheduler drops it at the next round, freeing its slot and cache.
-
-The per-round step is sequence-by-sequence; fusing running sequences into one batched forward is
-the serving-performance issue's job and does not change this interface.
+2. The scheduler thread runs rounds (continuous batching). Each round it
+   a. drops sequences whose client left or whose deadline passed: their slot and KV memory go now;
+   b. admits waiting sequences while there is a slot (``max_batch``) and KV memory (``max_kv_tokens``);
+   c. packs one token for every decoding sequence, plus prompt chunks of newcomers up to
+      ``prefill_chunk`` tokens, so a long prompt never stalls the running streams for long;
+   d. advances all of them with ONE fused forward (``batching.forward``), each sequence attending
+      only to its own KV cache, so no step recomputes a prefix;
+   e. picks each sequence's next token with that sequence's own RNG, streams the text, and retires
+      finished sequences at once.
+3. A round's text deltas travel back to the event loop in one wake-up (``sequence.deliver``); the
+   async iterator the caller holds yields them. Closing that iterator (client gone) marks the
+   sequence cancelled and the scheduler drops it, and its KV memory, at the next round.
 """
 
 from __future__ import annotations
@@ -23,76 +26,34 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from stratum.engine import batching
 from stratum.engine.base import FinishReason, GenerationChunk, GenerationRequest, ModelInfo
+from stratum.engine.kv import KVBudget, KVShape, SequenceKV
 from stratum.engine.prompting import PromptBuilder
 from stratum.engine.sampling import StopScanner, make_generator, pick_token
+from stratum.engine.sequence import SequenceState, SequenceStream, StreamItem, deliver
 from stratum.errors import EngineError, InvalidRequest, Overloaded
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(eq=False)
-class _Sequence:
-    request: GenerationRequest
-    prompt_ids: list[int]
-    max_new_tokens: int
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Any]
-    deadline: float | None
-    generator: torch.Generator
-    stops: StopScanner
-    cancelled: bool = False
-    cache: Any = None
-    next_input: int | None = None
-    generated: list[int] = field(default_factory=list)
-    emitted: int = 0
-
-    def push(self, item: Any) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the client's event loop is gone
-            self.cancelled = True
-
-
-class _SequenceStream:
-    """The caller's view of a sequence. Closing it, even before the first read, cancels the sequence."""
-
-    def __init__(self, seq: _Sequence) -> None:
-        self._seq = seq
-        self._done = False
-
-    def __aiter__(self) -> _SequenceStream:
-        return self
-
-    async def __anext__(self) -> GenerationChunk:
-        if self._done:
-            raise StopAsyncIteration
-        try:
-            item = await self._seq.queue.get()
-        except BaseException:  # cancelled while waiting: the client is gone
-            await self.aclose()
-            raise
-        if isinstance(item, Exception):
-            await self.aclose()
-            raise item
-        if item.finish_reason is not None:
-            await self.aclose()
-        return item
-
-    async def aclose(self) -> None:
-        self._done = True
-        # The scheduler drops a cancelled sequence at its next round, freeing the slot and KV cache.
-        self._seq.cancelled = True
+# Prompt tokens a round may carry besides the decode tokens. Measured on a 20M-parameter Llama,
+# 2 cores: a round of 16 decode tokens plus a 128-token chunk takes ~3x a decode-only round (plus
+# 256: ~5x). So running streams see one slower step per chunk, and a typical chat prompt still
+# goes in at once.
+DEFAULT_PREFILL_CHUNK = 128
 
 
 class LocalEngine:
-    """Serves one local model directory (safetensors + tokenizer + chat template) on the CPU."""
+    """Serves one local model directory (safetensors + tokenizer + chat template) on the CPU.
+
+    ``max_kv_tokens`` caps the KV memory of all running sequences together, in tokens (multiply by
+    ``info.extra["kv_bytes_per_token"]`` for bytes); ``None`` leaves it to ``max_batch`` alone.
+    """
 
     def __init__(
         self,
@@ -101,18 +62,25 @@ class LocalEngine:
         max_batch: int = 16,
         max_queue: int = 64,
         dtype: str = "float32",
+        prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+        max_kv_tokens: int | None = None,
     ) -> None:
+        if prefill_chunk < 1:
+            raise ValueError("prefill_chunk must be at least 1 token")
         self.path = path
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.dtype = dtype
+        self.prefill_chunk = prefill_chunk
         self.info = ModelInfo()
         self._model: Any = None
         self._prompts: PromptBuilder | None = None
+        self._kv_shape: KVShape | None = None
+        self._kv_budget = KVBudget(max_kv_tokens)
         self._eos_ids: set[int] = set()
         self._context_length = 2048
-        self._waiting: deque[_Sequence] = deque()
-        self._running: list[_Sequence] = []
+        self._waiting: deque[SequenceState] = deque()
+        self._running: list[SequenceState] = []
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -135,17 +103,22 @@ class LocalEngine:
         except (OSError, ValueError) as exc:
             raise EngineError(f"cannot load model from {self.path}: {exc}") from exc
         model.eval()
+        try:
+            batching.prepare(model)
+        except ValueError as exc:
+            raise EngineError(f"cannot serve {self.path} with continuous batching: {exc}") from exc
         self._model = model
         self._prompts = PromptBuilder(tokenizer)
         config = model.config
         self._context_length = int(getattr(config, "max_position_embeddings", 2048) or 2048)
+        self._kv_shape = KVShape(config, model.dtype)
         self._eos_ids = _eos_ids(model, tokenizer)
         self.info = ModelInfo(
             architecture=type(model).__name__,
             parameters=sum(p.numel() for p in model.parameters()),
             context_length=self._context_length,
             tokenizer=type(tokenizer).__name__,
-            extra={"dtype": self.dtype},
+            extra={"dtype": self.dtype, "kv_bytes_per_token": self._kv_shape.bytes_per_token},
         )
 
     async def close(self) -> None:
@@ -165,6 +138,11 @@ class LocalEngine:
     def running(self) -> int:
         return len(self._running)
 
+    @property
+    def kv_tokens_reserved(self) -> int:
+        """KV tokens held by running sequences (each reserves its worst case), for metrics."""
+        return self._kv_budget.reserved
+
     # -- submission (event-loop thread) ------------------------------------------------------
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int | None:
@@ -179,10 +157,14 @@ class LocalEngine:
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         prompt_ids = self._prompt_ids(request)
-        room = self._context_length - len(prompt_ids)
+        if not prompt_ids:  # a round needs at least one token per sequence
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        # A KV budget smaller than the model's context is, for one sequence, a shorter context.
+        limit = min(self._context_length, self._kv_budget.limit or self._context_length)
+        room = limit - len(prompt_ids)
         if room <= 0:
             raise InvalidRequest(
-                f"This model's maximum context length is {self._context_length} tokens; "
+                f"This model's maximum context length is {limit} tokens; "
                 f"the prompt has {len(prompt_ids)} tokens.",
                 param="messages" if request.messages is not None else "prompt",
                 code="context_length_exceeded",
@@ -191,7 +173,7 @@ class LocalEngine:
         if wanted is not None and wanted > room:
             raise InvalidRequest(
                 f"max_tokens is {wanted}, but the prompt has {len(prompt_ids)} tokens and this model's "
-                f"maximum context length is {self._context_length} tokens.",
+                f"maximum context length is {limit} tokens.",
                 param="max_tokens",
                 code="context_length_exceeded",
             )
@@ -201,7 +183,7 @@ class LocalEngine:
                 self._waiting = deque(seq for seq in self._waiting if not seq.cancelled)
         if len(self._waiting) >= self.max_queue:
             raise Overloaded(f"the engine queue is full ({self.max_queue} waiting); retry shortly")
-        seq = _Sequence(
+        seq = SequenceState(
             request=request,
             prompt_ids=prompt_ids,
             max_new_tokens=wanted or room,
@@ -214,61 +196,114 @@ class LocalEngine:
         with self._wake:
             self._waiting.append(seq)
             self._wake.notify()
-        return _SequenceStream(seq)
+        return SequenceStream(seq)
 
     # -- scheduler thread --------------------------------------------------------------------
 
     def _run(self) -> None:
         with torch.inference_mode():
-            while True:
-                with self._wake:
-                    while not self._stopping and not self._waiting and not self._running:
-                        self._wake.wait()
-                    if self._stopping:
-                        break
-                    # Newcomers join between rounds, up to the batch limit.
-                    while self._waiting and len(self._running) < self.max_batch:
-                        self._running.append(self._waiting.popleft())
-                for seq in list(self._running):
-                    if not self._advance(seq):
-                        self._running.remove(seq)
+            while self._wait_for_work():
+                self._round()
         for seq in [*self._running, *self._waiting]:
             seq.push(EngineError("the engine was shut down"))
+            seq.kv = None
         self._running.clear()
         self._waiting.clear()
 
-    def _advance(self, seq: _Sequence) -> bool:
-        """Run one step of ``seq``. Returns False when the sequence has left the batch."""
-        if seq.cancelled:
-            return False
-        if seq.deadline is not None and time.monotonic() > seq.deadline:
+    def _wait_for_work(self) -> bool:
+        """Block until there is something to run; admit newcomers. False when the engine stops."""
+        with self._wake:
+            while not self._stopping and not self._waiting and not self._running:
+                self._wake.wait()
+            if self._stopping:
+                return False
+            self._drop_abandoned()
+            self._admit()
+            return True
+
+    def _drop_abandoned(self) -> None:
+        """Cancelled and timed-out sequences leave before the round is built, waiting or running."""
+        now = time.monotonic()
+        expired = [seq for seq in [*self._running, *self._waiting] if not seq.cancelled and seq.expired(now)]
+        for seq in expired:
+            seq.cancelled = True
+        self._waiting = deque(seq for seq in self._waiting if not seq.cancelled)
+        for seq in [seq for seq in self._running if seq.cancelled]:
+            self._release(seq)
+        # Told only once its slot and memory are free, so a client that sees the error sees them free.
+        for seq in expired:
             seq.push(EngineError("generation exceeded the request timeout", code="timeout"))
-            return False
+
+    def _admit(self) -> None:
+        # First come, first served: a request that does not fit the KV budget yet waits at the head
+        # rather than being overtaken forever by smaller ones.
+        assert self._kv_shape is not None
+        while self._waiting and len(self._running) < self.max_batch:
+            seq = self._waiting[0]
+            # With nothing running it always fits: generate() caps every request at the budget.
+            if not self._kv_budget.fits(seq.kv_tokens) and self._running:
+                break
+            self._waiting.popleft()
+            self._kv_budget.take(seq.kv_tokens)
+            seq.kv = SequenceKV(self._kv_shape, prompt_tokens=len(seq.prompt_ids), max_tokens=seq.kv_tokens)
+            self._running.append(seq)
+
+    def _round(self) -> None:
+        """Advance every running sequence by one fused forward."""
+        chunks, producing = self._plan()
+        if not chunks:
+            return
         try:
-            logits = self._forward(seq)
-            token = pick_token(logits, seq.request.params, seq.generator)
-        except Exception as exc:  # a model failure must end this request, not the engine
-            log.exception("generation failed for %s", seq.request.request_id)
-            seq.push(EngineError(f"generation failed: {exc}"))
-            return False
-        seq.generated.append(token)
-        seq.next_input = token
-        return self._emit(seq, token)
+            logits = batching.forward(self._model, chunks)
+        except Exception as exc:  # a model failure ends this round's requests, not the engine
+            log.exception("fused forward failed for %d sequences", len(chunks))
+            for seq in [seq for seq in self._running if seq.kv in {c.kv for c in chunks}]:
+                self._release(seq)
+                seq.push(EngineError(f"generation failed: {exc}"))
+            return
+        outbox: list[tuple[SequenceState, StreamItem]] = []
+        for seq, row in zip(producing, logits, strict=True):
+            try:
+                # Each sequence samples with its own generator, so what else is in the batch never
+                # changes which random numbers it draws (same seed + same input => same output).
+                token = pick_token(row, seq.request.params, seq.generator)
+                seq.generated.append(token)
+                chunk = self._emit(seq, token)
+            except Exception as exc:  # e.g. NaN logits: this request fails, the others go on
+                log.exception("sampling failed for %s", seq.request.request_id)
+                outbox.append((seq, EngineError(f"generation failed: {exc}")))
+                self._release(seq)
+                continue
+            if chunk is not None:
+                outbox.append((seq, chunk))
+                if chunk.finish_reason is not None:
+                    self._release(seq)
+        deliver(outbox)
 
-    def _forward(self, seq: _Sequence) -> torch.Tensor:
-        from transformers import DynamicCache
+    def _plan(self) -> tuple[list[batching.Chunk], list[SequenceState]]:
+        """The round's inputs, and the sequences that get a next token from it (in the same order)."""
+        chunks: list[batching.Chunk] = []
+        producing: list[SequenceState] = []
+        prefill_budget = self.prefill_chunk
+        for seq in self._running:
+            assert seq.kv is not None
+            if seq.prefilled < len(seq.prompt_ids):
+                if prefill_budget == 0:
+                    continue  # waits for the next round; the decoders are not held up
+                piece = seq.prompt_ids[seq.prefilled : seq.prefilled + prefill_budget]
+                prefill_budget -= len(piece)
+                seq.prefilled += len(piece)
+                done = seq.prefilled == len(seq.prompt_ids)
+                chunks.append(batching.Chunk(seq.kv, piece, wants_logits=done))
+            else:
+                chunks.append(batching.Chunk(seq.kv, seq.generated[-1:], wants_logits=True))
+                done = True
+            if done:
+                producing.append(seq)
+        return chunks, producing
 
-        if seq.cache is None:
-            # Prefill: the whole prompt once; later steps feed one token against the cache.
-            ids = torch.tensor([seq.prompt_ids], dtype=torch.long)
-            seq.cache = DynamicCache(config=self._model.config)
-        else:
-            ids = torch.tensor([[seq.next_input]], dtype=torch.long)
-        out = self._model(input_ids=ids, past_key_values=seq.cache, use_cache=True)
-        seq.cache = out.past_key_values
-        return out.logits[0, -1]
-
-    def _emit(self, seq: _Sequence, token: int) -> bool:
+    def _emit(self, seq: SequenceState, token: int) -> GenerationChunk | None:
+        """What is new in ``seq``'s text (None: nothing safe to show yet); finished if it says so."""
         assert self._prompts is not None
         is_eos = token in self._eos_ids
         text = self._prompts.decode([t for t in seq.generated if t not in self._eos_ids])
@@ -283,17 +318,19 @@ class LocalEngine:
         end = len(text) if finish else seq.stops.safe_end(text)
         delta = text[seq.emitted : end]
         if finish is None and not delta:
-            return True
+            return None
         seq.emitted = end
-        seq.push(
-            GenerationChunk(
-                text=delta,
-                prompt_tokens=len(seq.prompt_ids),
-                completion_tokens=len(seq.generated),
-                finish_reason=finish,
-            )
+        return GenerationChunk(
+            text=delta,
+            prompt_tokens=len(seq.prompt_ids),
+            completion_tokens=len(seq.generated),
+            finish_reason=finish,
         )
-        return finish is None
+
+    def _release(self, seq: SequenceState) -> None:
+        self._running.remove(seq)
+        self._kv_budget.give_back(seq.kv_tokens)
+        seq.kv = None  # the sequence's KV memory is freed here, not at the end of the batch
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -43,6 +43,12 @@ class Metrics:
         self.running = Gauge(
             "stratum_engine_running", "Sequences being generated", ["model"], registry=self.registry
         )
+        self.kv_tokens = Gauge(
+            "stratum_engine_kv_tokens_reserved",
+            "KV-cache tokens reserved by running sequences",
+            ["model"],
+            registry=self.registry,
+        )
         self.loaded_models = Gauge("stratum_loaded_models", "Engines held in memory", registry=self.registry)
 
     def observe(self, *, endpoint: str, model: str, status: int, seconds: float) -> None:

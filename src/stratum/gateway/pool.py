@@ -49,6 +49,8 @@ def default_factory(settings: Settings) -> EngineFactory:
             max_batch=settings.max_batch,
             max_queue=settings.max_queue,
             dtype=settings.dtype,
+            prefill_chunk=settings.prefill_chunk,
+            max_kv_tokens=settings.max_kv_tokens,
         )
 
     return build

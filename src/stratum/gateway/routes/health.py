@@ -30,5 +30,6 @@ async def metrics(state: StateDep) -> Response:
     for version, engine in state.pool.loaded():
         state.metrics.queue_depth.labels(version.name).set(getattr(engine, "queue_depth", 0))
         state.metrics.running.labels(version.name).set(getattr(engine, "running", 0))
+        state.metrics.kv_tokens.labels(version.name).set(getattr(engine, "kv_tokens_reserved", 0))
     state.metrics.loaded_models.set(len(state.pool.loaded()))
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
