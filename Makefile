@@ -37,8 +37,10 @@ test: install-dev
 test-fast: install-dev
 	$(BIN)/pytest -q -m "not postgres and not slow" tests
 
+# Gateway overhead vs a mock upstream and engine over HTTP (run.py); engine core in-process.
 bench: install-dev
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/engine_core_bench.py
 
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks
