@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole suite: lint, then pytest with a throwaway PostgreSQL cluster that is always removed.
+# Run the whole suite: lint, then pytest with a throwaway PostgreSQL cluster and Redis server that are
+# always removed (redis-server is installed first if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -7,9 +8,13 @@ ruff check src tests benchmarks
 ruff format --check src tests benchmarks
 lint-imports
 
+bash scripts/services.sh redis
+
+trap 'bash scripts/pg-test.sh stop; bash scripts/redis-test.sh stop' EXIT
 PG_URL=$(bash scripts/pg-test.sh start)
-trap 'bash scripts/pg-test.sh stop' EXIT
 export STRATUM_TEST_PG_URL="$PG_URL"
+REDIS_URL=$(bash scripts/redis-test.sh start)
+export STRATUM_TEST_REDIS_URL="$REDIS_URL"
 export HF_HUB_OFFLINE=1
 
 set +e

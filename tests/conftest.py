@@ -1,19 +1,23 @@
-"""Fixtures shared by every test: isolated state, and a fresh database per test on each backend."""
+"""Fixtures shared by every test: isolated state, a fresh database per test on each backend, test Redis."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from stratum.governance.redis_counters import RedisCounterStore
 from stratum.storage import Database
 
 PG_URL_ENV = "STRATUM_TEST_PG_URL"
+REDIS_URL_ENV = "STRATUM_TEST_REDIS_URL"
 
 
 @pytest.fixture(autouse=True)
@@ -27,12 +31,10 @@ def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
-)
-def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+@contextmanager
+def fresh_database(backend: str, tmp_path: Path) -> Iterator[Database]:
     """A database with no tables, on SQLite (a temp file) or PostgreSQL (a fresh schema)."""
-    if request.param == "sqlite":
+    if backend == "sqlite":
         database = Database(f"sqlite:///{tmp_path / 'db' / 'stratum.db'}")
         yield database
         database.dispose()
@@ -56,6 +58,41 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
         with admin.begin() as connection:
             connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A database with no tables, on SQLite (a temp file) or PostgreSQL (a fresh schema)."""
+    with fresh_database(request.param, tmp_path) as database:
+        yield database
+
+
+def redis_test_url() -> str:
+    """The throwaway test Redis (``scripts/redis-test.sh``), or a skip saying how to start one."""
+    url = os.environ.get(REDIS_URL_ENV)
+    if not url:
+        pytest.skip(
+            f"{REDIS_URL_ENV} is not set; run: export {REDIS_URL_ENV}=$(bash scripts/redis-test.sh start)"
+        )
+    return url
+
+
+@pytest.fixture
+def redis_counters() -> Iterator[RedisCounterStore]:
+    """Redis counters under a prefix of their own, deleted afterwards (the test Redis is shared)."""
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    store = RedisCounterStore(redis_test_url(), prefix=prefix)
+    try:
+        yield store
+    finally:
+        client = redis.Redis.from_url(redis_test_url())
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+        store.close()
 
 
 @pytest.fixture

@@ -21,6 +21,11 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; default sqlite:///$STRATUM_HOME/stratum.db. "
         "PostgreSQL: postgresql+psycopg://user:pass@host/db",
     )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis URL (redis://host:6379/0) for quota counters shared by several gateway "
+        "processes; unset: counters live in the database.",
+    )
     host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port the gateway binds.")
     admin_key: SecretStr | None = Field(

@@ -2,7 +2,8 @@
 
 Each request reserves its worst case (prompt + max_tokens) before the model runs and settles to its
 actual usage afterwards, so the billed total can never pass the budget, and every request that does
-not fit gets a 429 naming the limit. Runs on SQLite and PostgreSQL counters (the store default).
+not fit gets a 429 naming the limit. Runs on SQLite and PostgreSQL counters (the store default) and
+on Redis counters (``STRATUM_REDIS_URL``).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from sqlalchemy.engine import make_url
 
 from stratum.engine.fake import FakeEngine
 from stratum.gateway.app import create_app
+from stratum.governance.redis_counters import RedisCounterStore
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from stratum.registry.schemas import ModelVersionPublic
 from stratum.settings import Settings
-from tests.conftest import PG_URL_ENV
+from stratum.storage import utcnow
+from tests.conftest import PG_URL_ENV, redis_test_url
 
 CONCURRENCY = 200
 BUDGET = 3000
@@ -32,7 +35,7 @@ PROMPT = "数一数 count"  # the fake engine counts one token per character: 10
 
 
 def _database_url(backend: str, tmp_path: Path) -> tuple[str | None, str | None]:
-    if backend == "sqlite":
+    if backend in ("sqlite", "redis"):
         return None, None
     url = os.environ.get(PG_URL_ENV)
     if not url:
@@ -47,10 +50,24 @@ def _database_url(backend: str, tmp_path: Path) -> tuple[str | None, str | None]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ],
+)
 async def test_200_concurrent_streams_never_exceed_the_budget(tmp_path: Path, backend: str) -> None:
+    redis_url = redis_test_url() if backend == "redis" else None
     url, schema = _database_url(backend, tmp_path)
-    settings = Settings(home=tmp_path / "home", demo_model=False, embeddings_model=False, database_url=url)
+    settings = Settings(
+        home=tmp_path / "home",
+        demo_model=False,
+        embeddings_model=False,
+        database_url=url,
+        redis_url=redis_url,
+    )
     engines: list[FakeEngine] = []
 
     def factory(version: ModelVersionPublic) -> FakeEngine:
@@ -111,8 +128,9 @@ async def test_200_concurrent_streams_never_exceed_the_budget(tmp_path: Path, ba
                 assert error["code"] == "token_budget_exceeded" and error["limit"] == "project.token_budget"  # type: ignore[index]
             # Nothing stays reserved: the counter equals what was billed.
             counter = state.quotas.counters
-            month = next(iter(_counter_keys(state, project.id)))
-            assert counter.value(month) == billed
+            if backend == "redis":
+                assert isinstance(counter, RedisCounterStore)
+            assert counter.value(f"project:{project.id}:tokens:{utcnow():%Y%m}") == billed
             assert sum(e.running for e in engines) == 0
             # Requests were refused while others held reservations; once those settled, the unused
             # part is back: a request that fits in what is left is served.
@@ -135,14 +153,3 @@ async def _after(app, key: str) -> tuple[int, object]:  # type: ignore[no-untype
             "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
         )
         return response.status_code, response.json()
-
-
-def _counter_keys(state, project_id: str) -> list[str]:  # type: ignore[no-untyped-def]
-    from sqlalchemy import select
-
-    from stratum.governance.tables import CounterRow
-
-    with state.db.session(write=False) as session:
-        return list(
-            session.scalars(select(CounterRow.key).where(CounterRow.key.startswith(f"project:{project_id}:")))
-        )

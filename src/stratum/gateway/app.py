@@ -21,6 +21,7 @@ from stratum.gateway.routes import admin, chat, completions, embeddings, health,
 from stratum.gateway.state import AppState
 from stratum.governance.counters import CounterStore, StoreCounters
 from stratum.governance.quotas import QuotaService
+from stratum.governance.redis_counters import RedisCounterStore
 from stratum.governance.rules import PolicyService
 from stratum.governance.service import KeyService
 from stratum.governance.tenancy import TenancyService
@@ -42,7 +43,7 @@ def create_app(
     on_ready: Callable[[AppState], None] | None = None,
     counters: CounterStore | None = None,
 ) -> FastAPI:
-    """The gateway. ``counters`` replaces the store-backed quota counters (tests pass a fake)."""
+    """The gateway. ``counters`` replaces the quota counters chosen from settings (tests pass a fake)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,6 +51,7 @@ def create_app(
         db = Database(settings.resolved_database_url)
         await anyio.to_thread.run_sync(db.migrate)
         registry = RegistryService(db)
+        quota_counters = counters or await anyio.to_thread.run_sync(_counters_from_settings, settings, db)
         state = AppState(
             settings=settings,
             db=db,
@@ -59,7 +61,7 @@ def create_app(
             metrics=Metrics(),
             tenancy=TenancyService(db),
             policies=PolicyService(db),
-            quotas=QuotaService(counters or StoreCounters(db)),
+            quotas=QuotaService(quota_counters),
             usage=UsageService(db),
         )
         app.state.stratum = state
@@ -77,6 +79,8 @@ def create_app(
             pruner.cancel()
             counter_pruner.cancel()
             await state.pool.close()
+            if counters is None and isinstance(quota_counters, RedisCounterStore):
+                quota_counters.close()
             db.dispose()
 
     app = FastAPI(
@@ -98,6 +102,15 @@ def create_app(
     ):
         app.include_router(router)
     return app
+
+
+def _counters_from_settings(settings: Settings, db: Database) -> CounterStore:
+    """Redis when ``STRATUM_REDIS_URL`` is set (pinged now: a wrong URL fails the start), else the store."""
+    if settings.redis_url is None:
+        return StoreCounters(db)
+    store = RedisCounterStore(settings.redis_url.get_secret_value())
+    store.ping()
+    return store
 
 
 def _is_encoder(state: AppState, name: str) -> bool:

@@ -3,6 +3,7 @@
 from stratum.governance.counters import Claim, CounterStore, MemoryCounters, StoreCounters
 from stratum.governance.policy import Check, Decision, PolicyRule
 from stratum.governance.quotas import QuotaService, Reservation
+from stratum.governance.redis_counters import RedisCounterStore
 from stratum.governance.rules import PolicyService
 from stratum.governance.schemas import ApiKeyPublic, Limits, Principal, Tenant
 from stratum.governance.service import KeyService
@@ -22,6 +23,7 @@ __all__ = [
     "PolicyService",
     "Principal",
     "QuotaService",
+    "RedisCounterStore",
     "Reservation",
     "StoreCounters",
     "TenancyService",
