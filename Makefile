@@ -29,7 +29,8 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	$(BIN)/stratum serve
 
-# Starts a throwaway PostgreSQL 15 on 127.0.0.1 for the store tests, runs everything, removes it.
+# Starts a throwaway PostgreSQL 15 and Redis on 127.0.0.1 (installing redis-server if missing), runs
+# everything, removes them.
 test: install-dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/test.sh
 
