@@ -64,7 +64,8 @@ def test_two_gateways_share_one_budget(tmp_path: Path, tiny_model_dir: Path, fre
         )
         key = json.loads(first.cli("keys", "create", "two-gw/app", "--json").stdout)["key"]
         # One request each first, so both have loaded the model before the burst (billed too).
-        warm_up = sum(_chat_once(server, key) for server in servers)
+        warm = [_chat_once(server, key) for server in servers]
+        warm_up = sum(warm)
         results = asyncio.run(_burst(servers, key))
         billed = int(
             json.loads(servers[1].cli("usage", "two-gw/app", "--json").stdout)["total"]["total_tokens"]
@@ -84,7 +85,8 @@ def test_two_gateways_share_one_budget(tmp_path: Path, tiny_model_dir: Path, fre
         f"\ntwo gateways: {[len(v) for v in served.values()]} served, {refused} refused, "
         f"billed {billed} of budget {BUDGET} (reported to clients {reported}, Redis counter {counter})"
     )
-    assert all(served.values())  # both gateways served requests from the one budget
+    # Both gateways spent from the one budget (the burst's split between them depends on timing).
+    assert all(warm) and any(served.values())
     assert refused  # and the budget ran out: demand was about twice the budget
     assert billed == reported == counter <= BUDGET  # nothing left reserved, nothing over
 
