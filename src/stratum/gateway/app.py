@@ -19,6 +19,7 @@ from stratum.gateway.middleware import RequestIdMiddleware
 from stratum.gateway.pool import EngineFactory, ModelPool, default_factory
 from stratum.gateway.routes import admin, chat, completions, embeddings, health, models
 from stratum.gateway.state import AppState
+from stratum.governance.audit import AuditService
 from stratum.governance.counters import CounterStore, StoreCounters
 from stratum.governance.quotas import QuotaService
 from stratum.governance.rules import PolicyService
@@ -61,6 +62,7 @@ def create_app(
             policies=PolicyService(db),
             quotas=QuotaService(counters or StoreCounters(db)),
             usage=UsageService(db),
+            audit=AuditService(db),
         )
         app.state.stratum = state
         state.preload = await anyio.to_thread.run_sync(register_builtin_models, settings, registry)

@@ -43,6 +43,7 @@ ACTIONS = (
     "usage.read",
     "policies.read",
     "policies.write",
+    "audit.read",
 )
 _USE = (*INFERENCE, "models.read")
 
@@ -50,7 +51,7 @@ _USE = (*INFERENCE, "models.read")
 ROLE_GRANTS: dict[str, tuple[str, ...]] = {
     "admin": ("*",),
     "user": _USE,
-    "org_admin": (*_USE, "orgs.read", "projects.*", "keys.*", "usage.read"),
+    "org_admin": (*_USE, "orgs.read", "projects.*", "keys.*", "usage.read", "audit.read"),
     "developer": (*_USE, "projects.read", "usage.read"),
     "viewer": ("models.read", "projects.read", "usage.read"),
 }

@@ -168,3 +168,26 @@ def _checked_name(value: str) -> str:
 def plain(value: Any) -> Any:
     """JSON-safe lists for JSON columns (tuples and generators become lists)."""
     return list(value or [])
+
+
+class AuditEntry(BaseModel):
+    """One audit-log entry as shown by ``stratum audit list`` and ``GET /admin/v1/audit``."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    org_id: str | None = None
+    project_id: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+    hash: str
+
+
+class AuditVerification(BaseModel):
+    """The result of walking the hash chain: ``ok`` with ``count`` entries, or the first broken one."""
+
+    ok: bool
+    count: int
+    broken_id: int | None = None
+    reason: str | None = None

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from stratum.errors import AuthenticationError, Conflict, InvalidRequest, NotFound
-from stratum.governance import repo
+from stratum.governance import audit, repo
 from stratum.governance.policy import check_networks
 from stratum.governance.schemas import (
     ENDPOINTS,
@@ -165,6 +165,7 @@ class KeyService:
         endpoints: list[str] | None = None,
         ip_allow: list[str] | None = None,
         limits: Limits | None = None,
+        actor: str = audit.LOCAL_ACTOR,
     ) -> tuple[str, ApiKeyPublic]:
         """Issue a key. The plaintext is returned only here: show it once, it cannot be recovered.
 
@@ -207,6 +208,16 @@ class KeyService:
             if limits is not None:
                 row.rpm, row.tpm, row.token_budget = limits.rpm, limits.tpm, limits.token_budget
             session.flush()
+            # The key's id and scopes only: never its plaintext or hash.
+            audit.append(
+                session,
+                actor=actor,
+                action="key.create",
+                target=row.id,
+                org_id=row.org_id,
+                project_id=row.project_id,
+                detail={"name": name, "role": role, "expires_at": expires_at, **scopes},
+            )
             return plaintext, _public(row, now, session)
 
     def verify(self, plaintext: str) -> Principal:
@@ -246,7 +257,7 @@ class KeyService:
                 raise NotFound(f"No API key has the id {key_id!r}.", param="key")
             return _public(row, self._clock(), session)
 
-    def revoke(self, key_id_or_prefix: str) -> ApiKeyPublic:
+    def revoke(self, key_id_or_prefix: str, *, actor: str = audit.LOCAL_ACTOR) -> ApiKeyPublic:
         """Revoke by key id, by the 12-character prefix shown in listings, or by the full key.
 
         Revoking a revoked key is not an error (retries are safe).
@@ -259,6 +270,14 @@ class KeyService:
                 row = self._by_prefix(session, ident)
             if row.revoked_at is None:
                 row.revoked_at = now
+                audit.append(
+                    session,
+                    actor=actor,
+                    action="key.revoke",
+                    target=row.id,
+                    org_id=row.org_id,
+                    project_id=row.project_id,
+                )
             return _public(row, now, session)
 
     def ensure_admin_key(self, configured: str | None) -> str | None:

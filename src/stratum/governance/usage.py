@@ -9,6 +9,7 @@ from typing import Literal
 
 from sqlalchemy import func, select
 
+from stratum.governance import audit
 from stratum.governance.schemas import UsageLine, UsageReport
 from stratum.governance.tables import ApiKeyRow, UsageRow
 from stratum.governance.tenancy import find_project
@@ -41,6 +42,23 @@ class UsageService:
             return
         now = utcnow()
         with self._db.session() as session:
+            for e in entries:
+                # Metadata only: who, what, when, status and tokens; never bodies or keys.
+                audit.append(
+                    session,
+                    actor=e.key_id,
+                    action="inference",
+                    target=e.endpoint,
+                    org_id=e.org_id,
+                    project_id=e.project_id,
+                    detail={
+                        "request_id": e.request_id[:64],
+                        "model": e.model[:160],
+                        "status": e.status,
+                        "prompt_tokens": e.prompt_tokens,
+                        "completion_tokens": e.completion_tokens,
+                    },
+                )
             session.add_all(
                 UsageRow(
                     at=now,
