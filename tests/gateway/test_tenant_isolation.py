@@ -62,6 +62,8 @@ def test_every_admin_route_is_covered() -> None:
         ("PUT", "/admin/v1/policies/{name}"),
         ("DELETE", "/admin/v1/policies/{name}"),
         ("GET", "/admin/v1/audit"),
+        ("GET", "/admin/v1/prices"),
+        ("PUT", "/admin/v1/prices/{model:path}"),
     }
 
 
@@ -175,3 +177,19 @@ def test_audit_log_is_tenant_scoped(gateway: Gateway, tenants: dict[str, object]
     orgs = {e["org_id"] for e in everything.json()}
     assert org_a in orgs and gateway.state.tenancy.get_org("org-b").id in orgs
     assert gateway.state.audit.verify().ok
+
+
+def test_prices_are_set_by_platform_admins(gateway: Gateway, tenants: dict[str, object]) -> None:
+    keys = tenants["keys"]  # type: ignore[assignment]
+    body = {"model": "qwen/中文", "input_per_1k": "0.1", "output_per_1k": "0.2"}
+    org_admin = {"authorization": f"Bearer {keys['org_admin']}"}  # type: ignore[index]
+    denied = gateway.client.put("/admin/v1/prices/qwen/中文", json=body, headers=org_admin)
+    assert denied.status_code == 403
+    admin_key, _ = gateway.state.keys.create_key(name="ops", role="admin")
+    admin = {"authorization": f"Bearer {admin_key}"}
+    saved = gateway.client.put("/admin/v1/prices/qwen/中文", json=body, headers=admin)
+    assert saved.status_code == 200, saved.text
+    mismatch = gateway.client.put("/admin/v1/prices/other", json=body, headers=admin)
+    assert mismatch.status_code == 400
+    listed = gateway.client.get("/admin/v1/prices", headers=org_admin).json()
+    assert listed == [{"model": "qwen/中文", "input_per_1k": "0.100000", "output_per_1k": "0.200000"}]

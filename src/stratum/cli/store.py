@@ -17,6 +17,7 @@ from stratum.settings import Settings
 
 if TYPE_CHECKING:
     from stratum.governance.audit import AuditService
+    from stratum.governance.prices import PriceService
     from stratum.governance.service import KeyService
     from stratum.governance.tenancy import TenancyService
     from stratum.governance.usage import UsageService
@@ -79,6 +80,14 @@ def audit_service() -> Iterator[AuditService]:
 
     with open_database() as db:
         yield AuditService(db)
+
+
+@contextmanager
+def price_service() -> Iterator[PriceService]:
+    from stratum.governance.prices import PriceService
+
+    with open_database() as db:
+        yield PriceService(db)
 
 
 def cli_actor() -> str:

@@ -21,6 +21,7 @@ from stratum.gateway.routes import admin, chat, completions, embeddings, health,
 from stratum.gateway.state import AppState
 from stratum.governance.audit import AuditService
 from stratum.governance.counters import CounterStore, StoreCounters
+from stratum.governance.prices import PriceService
 from stratum.governance.quotas import QuotaService
 from stratum.governance.rules import PolicyService
 from stratum.governance.service import KeyService
@@ -63,6 +64,7 @@ def create_app(
             quotas=QuotaService(counters or StoreCounters(db)),
             usage=UsageService(db),
             audit=AuditService(db),
+            prices=PriceService(db),
         )
         app.state.stratum = state
         state.preload = await anyio.to_thread.run_sync(register_builtin_models, settings, registry)

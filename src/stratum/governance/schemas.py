@@ -148,6 +148,8 @@ class UsageLine(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    # Sum of the recorded costs (requests of models without a price count as 0).
+    cost: Decimal = Decimal(0)
 
 
 class UsageReport(BaseModel):

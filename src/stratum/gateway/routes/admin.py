@@ -18,6 +18,7 @@ from stratum.errors import InvalidRequest, NotFound
 from stratum.gateway.deps import ContextDep, RequestContext, StateDep
 from stratum.gateway.state import AppState
 from stratum.governance.policy import PolicyRule
+from stratum.governance.prices import Price
 from stratum.governance.schemas import (
     ApiKeyCreated,
     ApiKeyPublic,
@@ -213,4 +214,22 @@ async def audit_log(
         raise InvalidRequest("since needs a time zone (e.g. 2026-01-01T00:00:00Z)", param="since")
     return await anyio.to_thread.run_sync(
         lambda: state.audit.list_entries(since=since, actor=actor, org_id=org_id, limit=limit)
+    )
+
+
+@router.get("/prices", response_model=list[Price])
+async def list_prices(context: ContextDep, state: StateDep) -> list[Price]:
+    """The price table: per model, per 1,000 input and output tokens."""
+    await context.authorize("prices.read")
+    return await anyio.to_thread.run_sync(state.prices.list_prices)
+
+
+@router.put("/prices/{model:path}", response_model=Price)
+async def put_price(model: str, price: Price, context: ContextDep, state: StateDep) -> Price:
+    """Create or replace a model's price; requests recorded from then on are costed with it."""
+    await context.authorize("prices.write")
+    if price.model != model:
+        raise InvalidRequest(f"the price in the body is for {price.model!r}, not {model!r}", param="model")
+    return await anyio.to_thread.run_sync(
+        lambda: state.prices.set_price(price, actor=context.principal.key_id)
     )
