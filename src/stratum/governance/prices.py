@@ -83,6 +83,12 @@ class PriceService:
                 _public(row) for row in session.execute(select(PriceRow).order_by(PriceRow.model)).scalars()
             ]
 
+    def find(self, model: str) -> Price | None:
+        """The model's price, or None (the gateway's cost reservation; a model without one costs 0)."""
+        with self._db.session(write=False) as session:
+            row = session.get(PriceRow, model[:160])
+            return _public(row) if row is not None else None
+
     def get_price(self, model: str) -> Price:
         with self._db.session(write=False) as session:
             row = session.get(PriceRow, model)

@@ -30,6 +30,8 @@ class Limits:
     rpm: int | None = None
     tpm: int | None = None
     token_budget: int | None = None
+    # Money per calendar month (projects only, for now): enforced like token_budget, in cost units.
+    cost_budget: Decimal | None = None
 
 
 @dataclass(frozen=True)

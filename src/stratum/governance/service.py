@@ -71,7 +71,8 @@ def _status(row: ApiKeyRow, now: datetime) -> KeyStatus:
 
 
 def _limits(row: ApiKeyRow | OrgRow | ProjectRow) -> Limits:
-    return Limits(rpm=row.rpm, tpm=row.tpm, token_budget=row.token_budget)
+    cost_budget = row.cost_budget if isinstance(row, ProjectRow) else None
+    return Limits(rpm=row.rpm, tpm=row.tpm, token_budget=row.token_budget, cost_budget=cost_budget)
 
 
 def _public(row: ApiKeyRow, now: datetime, session: Session | None = None) -> ApiKeyPublic:
