@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from stratum.cli.output import CliError, print_fields, print_json, print_table, print_warning
+from stratum.cli.output import CliError, print_fields, print_json, print_table
 from stratum.cli.store import cli_actor, tenancy_service
 
 orgs_app = typer.Typer(help="Organisations (tenants).", no_args_is_help=True)
@@ -71,7 +71,6 @@ def _money(value: str | None) -> Decimal | None:
         amount = Decimal(value)
     except InvalidOperation as exc:
         raise CliError(f"--cost-budget takes an amount such as 250 or 99.50, got {value!r}") from exc
-    print_warning("the cost budget is recorded but not enforced until model prices exist (billing)")
     return amount
 
 
