@@ -4,10 +4,12 @@ quotas (429 naming the limit), settlement on disconnect, usage records, policies
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 import pytest
 
 from stratum.governance.policy import PolicyRule
+from stratum.governance.prices import Price
 from stratum.governance.schemas import Limits, OrgCreate, ProjectCreate
 from tests.gateway.conftest import Gateway
 
@@ -175,3 +177,26 @@ def _wait(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-d
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def test_cost_budget_reserves_worst_cost_and_settles_actual(gateway: Gateway) -> None:
+    # 1 per 1k tokens both ways: a token costs 0.001. Worst case per request 28 tokens = 0.028,
+    # actual 16 tokens = 0.016 (see test_limits_answer_429_naming_the_limit).
+    gateway.state.prices.set_price(Price(model="fake", input_per_1k=Decimal(1), output_per_1k=Decimal(1)))
+    key = _tenant_key(gateway, project_limits={"cost_budget": Decimal("0.06")})
+    statuses = [_chat(gateway, key, "fake", max_tokens=20).status_code for _ in range(3)]
+    assert statuses[:2] == [200, 200]
+    refused = _chat(gateway, key, "fake", max_tokens=20)
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert error["code"] == "cost_budget_exceeded" and error["limit"] == "project.cost_budget"
+    assert "monthly cost budget limit is 0.06" in error["message"]
+    project = gateway.state.tenancy.get_project("acme/bot")
+    counter = f"project:{project.id}:cost:"
+
+    def billed() -> Decimal:
+        return gateway.state.usage.report("acme/bot").total.cost
+
+    # Settled: the counter holds exactly the recorded costs (in millionths), within the budget.
+    _wait(lambda: _counter_total(gateway, counter) == int(billed() * 1_000_000))
+    assert billed() == Decimal("0.048") <= Decimal("0.06")

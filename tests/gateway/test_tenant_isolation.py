@@ -61,6 +61,9 @@ def test_every_admin_route_is_covered() -> None:
         ("GET", "/admin/v1/policies"),
         ("PUT", "/admin/v1/policies/{name}"),
         ("DELETE", "/admin/v1/policies/{name}"),
+        ("GET", "/admin/v1/audit"),
+        ("GET", "/admin/v1/prices"),
+        ("PUT", "/admin/v1/prices/{model:path}"),
     }
 
 
@@ -145,3 +148,48 @@ def test_own_project_works_and_platform_admin_sees_all(gateway: Gateway, tenants
     )
     schema = gateway.client.get("/openapi.json").json()
     assert "/admin/v1/orgs/{org}/projects/{project}/usage" in schema["paths"]
+
+
+def test_audit_log_is_tenant_scoped(gateway: Gateway, tenants: dict[str, object]) -> None:
+    keys = tenants["keys"]  # type: ignore[assignment]
+    created = _call(
+        gateway,
+        "POST",
+        "/admin/v1/orgs/{org}/projects/{project}/keys",
+        keys["org_admin"],  # type: ignore[index]
+        org="org-a",
+        project="proj-a",
+    )
+    assert created.status_code == 201
+    org_admin = {"authorization": f"Bearer {keys['org_admin']}"}  # type: ignore[index]
+    own = gateway.client.get("/admin/v1/audit", headers=org_admin).json()
+    org_a = gateway.state.tenancy.get_org("org-a").id
+    assert own and {e["org_id"] for e in own} == {org_a}
+    assert own[0]["action"] == "key.create" and own[0]["actor"] != "local"
+    assert created.json()["key"] not in str(own)
+    for who in ("developer", "viewer"):
+        denied = _call(gateway, "GET", "/admin/v1/audit", keys[who])  # type: ignore[index]
+        assert denied.status_code == 403 and denied.json()["error"]["rule"] == f"rbac.{who}"
+    admin_key, _ = gateway.state.keys.create_key(name="ops", role="admin")
+    everything = gateway.client.get(
+        "/admin/v1/audit?limit=1000", headers={"authorization": f"Bearer {admin_key}"}
+    )
+    orgs = {e["org_id"] for e in everything.json()}
+    assert org_a in orgs and gateway.state.tenancy.get_org("org-b").id in orgs
+    assert gateway.state.audit.verify().ok
+
+
+def test_prices_are_set_by_platform_admins(gateway: Gateway, tenants: dict[str, object]) -> None:
+    keys = tenants["keys"]  # type: ignore[assignment]
+    body = {"model": "qwen/中文", "input_per_1k": "0.1", "output_per_1k": "0.2"}
+    org_admin = {"authorization": f"Bearer {keys['org_admin']}"}  # type: ignore[index]
+    denied = gateway.client.put("/admin/v1/prices/qwen/中文", json=body, headers=org_admin)
+    assert denied.status_code == 403
+    admin_key, _ = gateway.state.keys.create_key(name="ops", role="admin")
+    admin = {"authorization": f"Bearer {admin_key}"}
+    saved = gateway.client.put("/admin/v1/prices/qwen/中文", json=body, headers=admin)
+    assert saved.status_code == 200, saved.text
+    mismatch = gateway.client.put("/admin/v1/prices/other", json=body, headers=admin)
+    assert mismatch.status_code == 400
+    listed = gateway.client.get("/admin/v1/prices", headers=org_admin).json()
+    assert listed == [{"model": "qwen/中文", "input_per_1k": "0.100000", "output_per_1k": "0.200000"}]

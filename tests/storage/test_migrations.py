@@ -21,6 +21,8 @@ TABLES = {
     "model_versions",
     "model_aliases",
     "model_alias_events",
+    "audit_log",
+    "model_prices",
     "api_keys",
     "orgs",
     "projects",
@@ -50,7 +52,7 @@ def test_migrate_from_empty(empty_db: Database) -> None:
     empty_db.migrate()
     assert set(inspect(empty_db.engine).get_table_names()) >= TABLES
     with empty_db.session(write=False) as session:
-        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
+        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
 
 
 def test_migrate_twice_is_a_no_op(db: Database) -> None:

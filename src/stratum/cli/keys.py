@@ -98,6 +98,7 @@ def create(
             endpoints=_split(endpoints),
             ip_allow=_split(ip_allow),
             limits=Limits(rpm=rpm, tpm=tpm, token_budget=token_budget),
+            actor=cli_actor(),
         )
     if as_json:
         print_json({"key": plaintext, **key.model_dump(mode="json")})
@@ -133,7 +134,7 @@ def revoke(
 ) -> None:
     """Revoke an API key; requests using it fail from the next one on."""
     with key_service() as keys:
-        revoked = keys.revoke(key_id)
+        revoked = keys.revoke(key_id, actor=cli_actor())
     if as_json:
         print_json(revoked.model_dump(mode="json"))
         return

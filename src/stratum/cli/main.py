@@ -8,6 +8,8 @@
     stratum projects …         projects and their limits (create, list, limits)
     stratum keys …             API keys (create, list, revoke), platform-wide or per project
     stratum usage ORG/PROJECT  requests and tokens of a project
+    stratum audit verify|list  the hash-chained audit log
+    stratum prices set|list    model prices per 1k tokens
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -20,7 +22,7 @@ from typing import Annotated
 import typer
 
 from stratum import __version__
-from stratum.cli import chat, keys, models, serve, tenancy, usage
+from stratum.cli import audit, chat, keys, models, prices, serve, tenancy, usage
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 
@@ -86,6 +88,8 @@ app.add_typer(tenancy.orgs_app, name="orgs")
 app.add_typer(tenancy.projects_app, name="projects")
 app.add_typer(keys.app, name="keys")
 app.command("usage")(usage.usage)
+app.add_typer(audit.app, name="audit")
+app.add_typer(prices.app, name="prices")
 
 
 def run() -> None:

@@ -16,6 +16,8 @@ from stratum.cli.output import CliError
 from stratum.settings import Settings
 
 if TYPE_CHECKING:
+    from stratum.governance.audit import AuditService
+    from stratum.governance.prices import PriceService
     from stratum.governance.service import KeyService
     from stratum.governance.tenancy import TenancyService
     from stratum.governance.usage import UsageService
@@ -70,6 +72,22 @@ def usage_service() -> Iterator[UsageService]:
 
     with open_database() as db:
         yield UsageService(db)
+
+
+@contextmanager
+def audit_service() -> Iterator[AuditService]:
+    from stratum.governance.audit import AuditService
+
+    with open_database() as db:
+        yield AuditService(db)
+
+
+@contextmanager
+def price_service() -> Iterator[PriceService]:
+    from stratum.governance.prices import PriceService
+
+    with open_database() as db:
+        yield PriceService(db)
 
 
 def cli_actor() -> str:

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from stratum.cli.output import CliError, print_fields, print_json, print_table, print_warning
-from stratum.cli.store import tenancy_service
+from stratum.cli.output import CliError, print_fields, print_json, print_table
+from stratum.cli.store import cli_actor, tenancy_service
 
 orgs_app = typer.Typer(help="Organisations (tenants).", no_args_is_help=True)
 projects_app = typer.Typer(help="Projects of an organisation, with their limits.", no_args_is_help=True)
@@ -42,7 +42,7 @@ def create_org(
 
     spec = OrgCreate(name=name, rpm=rpm, tpm=tpm, token_budget=token_budget)
     with tenancy_service() as tenancy:
-        org = tenancy.create_org(spec)
+        org = tenancy.create_org(spec, actor=cli_actor())
     if as_json:
         print_json(org.model_dump(mode="json"))
         return
@@ -71,7 +71,6 @@ def _money(value: str | None) -> Decimal | None:
         amount = Decimal(value)
     except InvalidOperation as exc:
         raise CliError(f"--cost-budget takes an amount such as 250 or 99.50, got {value!r}") from exc
-    print_warning("the cost budget is recorded but not enforced until model prices exist (billing)")
     return amount
 
 
@@ -97,7 +96,7 @@ def create_project(
         name=name, rpm=rpm, tpm=tpm, token_budget=token_budget, cost_budget=_money(cost_budget)
     )
     with tenancy_service() as tenancy:
-        project = tenancy.create_project(org, spec)
+        project = tenancy.create_project(org, spec, actor=cli_actor())
     if as_json:
         print_json(project.model_dump(mode="json"))
         return
@@ -132,7 +131,7 @@ def set_limits(
     sent = {"token_budget": token_budget, "cost_budget": _money(cost_budget), "rpm": rpm, "tpm": tpm}
     update = LimitsUpdate(**{k: v for k, v in sent.items() if v is not None})
     with tenancy_service() as tenancy:
-        project = tenancy.set_project_limits(path, update)
+        project = tenancy.set_project_limits(path, update, actor=cli_actor())
     if as_json:
         print_json(project.model_dump(mode="json"))
         return

@@ -1,7 +1,9 @@
-"""``stratum usage ORG/PROJECT``: requests and tokens of a project, by model, key or day."""
+"""``stratum usage ORG/PROJECT``: requests, tokens and cost of a project, by model, key or day."""
 
 from __future__ import annotations
 
+import csv
+import sys
 from enum import StrEnum
 from typing import Annotated
 
@@ -24,8 +26,11 @@ def usage(
     ] = None,
     by: Annotated[By, typer.Option("--by", help="Group by model, key or UTC day.")] = By.model,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Print CSV (one line per group, then the total).")
+    ] = False,
 ) -> None:
-    """Show a project's usage: requests, prompt and completion tokens."""
+    """Show a project's usage: requests, prompt and completion tokens, and cost."""
     from stratum.governance.usage import since_date
 
     try:
@@ -38,9 +43,15 @@ def usage(
         print_json(report.model_dump(mode="json"))
         return
     rows = [line.model_dump() for line in [*report.lines, report.total]] if report.lines else []
+    columns = ("group", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost")
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow([by.value if c == "group" else c for c in columns])
+        writer.writerows([row[c] for c in columns] for row in rows)
+        return
     print_table(
         rows,
-        ("group", "requests", "prompt_tokens", "completion_tokens", "total_tokens"),
+        columns,
         headers={"group": by.value},
         title=f"usage of {report.project}" + (f" since {first_day}" if first_day else ""),
         empty=f"no usage recorded for {path}" + (f" since {first_day}" if first_day else ""),

@@ -19,7 +19,9 @@ from stratum.gateway.middleware import RequestIdMiddleware
 from stratum.gateway.pool import EngineFactory, ModelPool, default_factory
 from stratum.gateway.routes import admin, chat, completions, embeddings, health, models
 from stratum.gateway.state import AppState
+from stratum.governance.audit import AuditService
 from stratum.governance.counters import CounterStore, StoreCounters
+from stratum.governance.prices import PriceService
 from stratum.governance.quotas import QuotaService
 from stratum.governance.redis_counters import RedisCounterStore
 from stratum.governance.rules import PolicyService
@@ -63,6 +65,8 @@ def create_app(
             policies=PolicyService(db),
             quotas=QuotaService(quota_counters),
             usage=UsageService(db),
+            audit=AuditService(db),
+            prices=PriceService(db),
         )
         app.state.stratum = state
         state.preload = await anyio.to_thread.run_sync(register_builtin_models, settings, registry)

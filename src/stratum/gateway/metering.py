@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Annotated, Any
 
 import anyio
@@ -26,6 +27,7 @@ from stratum.engine.base import GenerationRequest, TextEngine
 from stratum.gateway.deps import ContextDep, RequestContext, StateDep
 from stratum.gateway.generation import Generation
 from stratum.gateway.state import AppState
+from stratum.governance.prices import Price, cost
 from stratum.governance.quotas import Reservation
 from stratum.governance.usage import UsageEntry
 
@@ -57,6 +59,8 @@ class Meter:
         self.model: str | None = None
         self.reservation: Reservation | None = None
         self.usage: tuple[int, int] | None = None
+        # The model's price when the request counts against a cost budget (None: no cost to reserve).
+        self.price: Price | None = None
         # Prompt tokens counted at admission: billed even if the client leaves before the first token.
         self.counted_prompt = 0
 
@@ -81,13 +85,21 @@ class Meter:
         worst = sum(unique_prompts.values()) + completion
         generation.requests = requests
         self.counted_prompt = sum(unique_prompts.values())
-        await self.admit_tokens(generation.model, worst)
+        await self.admit_tokens(generation.model, worst, prompt_tokens=self.counted_prompt)
         generation.on_finish = self.record
 
-    async def admit_tokens(self, model: str, tokens: int) -> None:
+    async def admit_tokens(self, model: str, tokens: int, *, prompt_tokens: int | None = None) -> None:
+        """Reserve ``tokens`` (of which ``prompt_tokens`` are input; all of them when not given)."""
         self.model = model
+        principal = self.context.principal
+        worst_cost = Decimal(0)
+        if self.state.quotas.has_cost_limits(principal):
+            self.price = await anyio.to_thread.run_sync(self.state.prices.find, model)
+            if self.price is not None:
+                prompt = tokens if prompt_tokens is None else prompt_tokens
+                worst_cost = cost(self.price, prompt_tokens=prompt, completion_tokens=tokens - prompt)
         self.reservation = await anyio.to_thread.run_sync(
-            lambda: self.state.quotas.reserve(self.context.principal, tokens=tokens)
+            lambda: self.state.quotas.reserve(principal, tokens=tokens, cost=worst_cost)
         )
 
     def record(self, prompt_tokens: int, completion_tokens: int) -> None:
@@ -100,7 +112,10 @@ class Meter:
         prompt, completion = self.usage or (0, 0)
         if self.usage is not None:
             prompt = max(prompt, self.counted_prompt)
-        self.state.quotas.settle(self.reservation, tokens=prompt + completion)
+        actual = Decimal(0)
+        if self.price is not None:
+            actual = cost(self.price, prompt_tokens=prompt, completion_tokens=completion)
+        self.state.quotas.settle(self.reservation, tokens=prompt + completion, cost=actual)
         principal = self.context.principal
         entry = UsageEntry(
             request_id=self.context.request_id,

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from stratum.gateway.metrics import Metrics
 from stratum.gateway.pool import ModelPool
 from stratum.gateway.ttl import TTLCache
+from stratum.governance.audit import AuditService
+from stratum.governance.prices import PriceService
 from stratum.governance.quotas import QuotaService
 from stratum.governance.rules import PolicyService
 from stratum.governance.service import KeyService, Principal
@@ -28,6 +30,8 @@ class AppState:
     policies: PolicyService
     quotas: QuotaService
     usage: UsageService
+    audit: AuditService
+    prices: PriceService
     metrics: Metrics = field(default_factory=Metrics)
     # Served names to preload at start; /readyz is green once they are loaded.
     preload: list[str] = field(default_factory=list)

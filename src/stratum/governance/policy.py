@@ -43,6 +43,9 @@ ACTIONS = (
     "usage.read",
     "policies.read",
     "policies.write",
+    "audit.read",
+    "prices.read",
+    "prices.write",
 )
 _USE = (*INFERENCE, "models.read")
 
@@ -50,7 +53,7 @@ _USE = (*INFERENCE, "models.read")
 ROLE_GRANTS: dict[str, tuple[str, ...]] = {
     "admin": ("*",),
     "user": _USE,
-    "org_admin": (*_USE, "orgs.read", "projects.*", "keys.*", "usage.read"),
+    "org_admin": (*_USE, "orgs.read", "projects.*", "keys.*", "usage.read", "audit.read", "prices.read"),
     "developer": (*_USE, "projects.read", "usage.read"),
     "viewer": ("models.read", "projects.read", "usage.read"),
 }

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from stratum.errors import NotFound, PolicyDenied
-from stratum.governance import repo
+from stratum.governance import audit, repo
 from stratum.governance.policy import Check, Decision, PolicyRule, evaluate
 from stratum.governance.schemas import Principal
 from stratum.governance.tables import PolicyRuleRow
@@ -45,7 +45,7 @@ class PolicyService:
         with self._db.session(write=False) as session:
             return [_rule(row) for row in repo.list_rules(session)]
 
-    def put_rule(self, rule: PolicyRule) -> PolicyRule:
+    def put_rule(self, rule: PolicyRule, *, actor: str = audit.LOCAL_ACTOR) -> PolicyRule:
         """Create the rule, or replace the one with the same name."""
         with self._db.session() as session:
             row = repo.rule_by_name(session, rule.name)
@@ -55,15 +55,19 @@ class PolicyService:
                 )
                 session.add(row)
             row.effect, row.description, row.spec = rule.effect, rule.description, rule.spec()
+            audit.append(
+                session, actor=actor, action="policy.put", target=rule.name, detail=rule.model_dump()
+            )
         self._loaded_at = None
         return rule
 
-    def delete_rule(self, name: str) -> None:
+    def delete_rule(self, name: str, *, actor: str = audit.LOCAL_ACTOR) -> None:
         with self._db.session() as session:
             row = repo.rule_by_name(session, name)
             if row is None:
                 raise NotFound(f"No policy rule named {name!r}.", param="name")
             session.delete(row)
+            audit.append(session, actor=actor, action="policy.delete", target=name)
         self._loaded_at = None
 
     def rules(self) -> list[PolicyRule]:

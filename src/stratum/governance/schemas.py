@@ -30,6 +30,8 @@ class Limits:
     rpm: int | None = None
     tpm: int | None = None
     token_budget: int | None = None
+    # Money per calendar month (projects only, for now): enforced like token_budget, in cost units.
+    cost_budget: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,8 @@ class UsageLine(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    # Sum of the recorded costs (requests of models without a price count as 0).
+    cost: Decimal = Decimal(0)
 
 
 class UsageReport(BaseModel):
@@ -168,3 +172,26 @@ def _checked_name(value: str) -> str:
 def plain(value: Any) -> Any:
     """JSON-safe lists for JSON columns (tuples and generators become lists)."""
     return list(value or [])
+
+
+class AuditEntry(BaseModel):
+    """One audit-log entry as shown by ``stratum audit list`` and ``GET /admin/v1/audit``."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    org_id: str | None = None
+    project_id: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+    hash: str
+
+
+class AuditVerification(BaseModel):
+    """The result of walking the hash chain: ``ok`` with ``count`` entries, or the first broken one."""
+
+    ok: bool
+    count: int
+    broken_id: int | None = None
+    reason: str | None = None

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from stratum.errors import AuthenticationError, Conflict, InvalidRequest, NotFound
-from stratum.governance import repo
+from stratum.governance import audit, repo
 from stratum.governance.policy import check_networks
 from stratum.governance.schemas import (
     ENDPOINTS,
@@ -71,7 +71,8 @@ def _status(row: ApiKeyRow, now: datetime) -> KeyStatus:
 
 
 def _limits(row: ApiKeyRow | OrgRow | ProjectRow) -> Limits:
-    return Limits(rpm=row.rpm, tpm=row.tpm, token_budget=row.token_budget)
+    cost_budget = row.cost_budget if isinstance(row, ProjectRow) else None
+    return Limits(rpm=row.rpm, tpm=row.tpm, token_budget=row.token_budget, cost_budget=cost_budget)
 
 
 def _public(row: ApiKeyRow, now: datetime, session: Session | None = None) -> ApiKeyPublic:
@@ -165,6 +166,7 @@ class KeyService:
         endpoints: list[str] | None = None,
         ip_allow: list[str] | None = None,
         limits: Limits | None = None,
+        actor: str = audit.LOCAL_ACTOR,
     ) -> tuple[str, ApiKeyPublic]:
         """Issue a key. The plaintext is returned only here: show it once, it cannot be recovered.
 
@@ -207,6 +209,16 @@ class KeyService:
             if limits is not None:
                 row.rpm, row.tpm, row.token_budget = limits.rpm, limits.tpm, limits.token_budget
             session.flush()
+            # The key's id and scopes only: never its plaintext or hash.
+            audit.append(
+                session,
+                actor=actor,
+                action="key.create",
+                target=row.id,
+                org_id=row.org_id,
+                project_id=row.project_id,
+                detail={"name": name, "role": role, "expires_at": expires_at, **scopes},
+            )
             return plaintext, _public(row, now, session)
 
     def verify(self, plaintext: str) -> Principal:
@@ -246,7 +258,7 @@ class KeyService:
                 raise NotFound(f"No API key has the id {key_id!r}.", param="key")
             return _public(row, self._clock(), session)
 
-    def revoke(self, key_id_or_prefix: str) -> ApiKeyPublic:
+    def revoke(self, key_id_or_prefix: str, *, actor: str = audit.LOCAL_ACTOR) -> ApiKeyPublic:
         """Revoke by key id, by the 12-character prefix shown in listings, or by the full key.
 
         Revoking a revoked key is not an error (retries are safe).
@@ -259,6 +271,14 @@ class KeyService:
                 row = self._by_prefix(session, ident)
             if row.revoked_at is None:
                 row.revoked_at = now
+                audit.append(
+                    session,
+                    actor=actor,
+                    action="key.revoke",
+                    target=row.id,
+                    org_id=row.org_id,
+                    project_id=row.project_id,
+                )
             return _public(row, now, session)
 
     def ensure_admin_key(self, configured: str | None) -> str | None:

@@ -1,5 +1,5 @@
 """Governance tables: API keys (migration 0001); organisations, projects, policy rules, quota
-counters and usage records (migration 0002).
+counters and usage records (migration 0002); audit log and prices (migration 0003).
 
 Limits (``rpm``, ``tpm``, ``token_budget``) sit on every level a request is checked against — org,
 project, key — and ``NULL`` means "no limit at this level".
@@ -111,3 +111,39 @@ class UsageRow(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[int] = mapped_column(Integer, default=200)
+    # Decimal money at the prices in force when recorded; NULL when the model has no price.
+    cost: Mapped[Decimal | None] = mapped_column(Numeric(18, 6))
+
+
+class PriceRow(Base):
+    """A model's price per 1,000 input (prompt) and output (completion) tokens (migration 0003)."""
+
+    __tablename__ = "model_prices"
+
+    model: Mapped[str] = mapped_column(String(160), primary_key=True)
+    input_per_1k: Mapped[Decimal] = mapped_column(Numeric(18, 6))
+    output_per_1k: Mapped[Decimal] = mapped_column(Numeric(18, 6))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditRow(Base):
+    """One audit-log entry (migration 0003): an admin action or an inference request's metadata.
+
+    Rows form a hash chain: ``hash`` is sha256 over the entry's canonical JSON, which includes
+    ``prev_hash`` (the previous entry's ``hash``), so editing, inserting or deleting a row breaks the
+    chain at that row. Never bodies, never keys: ``detail`` holds only ids, names, counts and status.
+    """
+
+    __tablename__ = "audit_log"
+
+    # Assigned by the writer (previous id + 1) under the append lock: a gap is itself evidence.
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200))
+    org_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    project_id: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from stratum.errors import Conflict, InvalidRequest, NotFound
-from stratum.governance import repo
+from stratum.governance import audit, repo
 from stratum.governance.schemas import LimitsUpdate, OrgCreate, OrgPublic, ProjectCreate, ProjectPublic
 from stratum.governance.tables import OrgRow, ProjectRow
 from stratum.storage import Database, advisory_lock, utcnow
@@ -69,7 +69,7 @@ class TenancyService:
         self._db = db
         self._clock = clock
 
-    def create_org(self, spec: OrgCreate) -> OrgPublic:
+    def create_org(self, spec: OrgCreate, *, actor: str = audit.LOCAL_ACTOR) -> OrgPublic:
         with self._db.session() as session:
             advisory_lock(session, "governance.names")
             if repo.org_by_name(session, spec.name) is not None:
@@ -83,6 +83,14 @@ class TenancyService:
                 token_budget=spec.token_budget,
             )
             repo.add(session, row)
+            audit.append(
+                session,
+                actor=actor,
+                action="org.create",
+                target=row.name,
+                org_id=row.id,
+                detail=spec.model_dump(),
+            )
             return org_public(row)
 
     def list_orgs(self, *, org_id: str | None = None) -> list[OrgPublic]:
@@ -93,7 +101,9 @@ class TenancyService:
         with self._db.session(write=False) as session:
             return org_public(find_org(session, name))
 
-    def create_project(self, org_name: str, spec: ProjectCreate) -> ProjectPublic:
+    def create_project(
+        self, org_name: str, spec: ProjectCreate, *, actor: str = audit.LOCAL_ACTOR
+    ) -> ProjectPublic:
         with self._db.session() as session:
             advisory_lock(session, "governance.names")
             org = find_org(session, org_name)
@@ -110,6 +120,15 @@ class TenancyService:
                 token_budget=spec.token_budget,
             )
             repo.add(session, row)
+            audit.append(
+                session,
+                actor=actor,
+                action="project.create",
+                target=f"{org.name}/{row.name}",
+                org_id=org.id,
+                project_id=row.id,
+                detail=spec.model_dump(),
+            )
             return project_public(row, org)
 
     def list_projects(self, org_name: str, *, project_id: str | None = None) -> list[ProjectPublic]:
@@ -122,7 +141,9 @@ class TenancyService:
         with self._db.session(write=False) as session:
             return project_public(*reversed(find_project(session, path)))
 
-    def set_project_limits(self, path: str, update: LimitsUpdate) -> ProjectPublic:
+    def set_project_limits(
+        self, path: str, update: LimitsUpdate, *, actor: str = audit.LOCAL_ACTOR
+    ) -> ProjectPublic:
         """Set the limits sent (fields left out keep their value); in force from the next request."""
         changes = update.model_dump(exclude_unset=True)
         if not changes:
@@ -131,4 +152,13 @@ class TenancyService:
             org, row = find_project(session, path)
             for name, value in changes.items():
                 setattr(row, name, value)
+            audit.append(
+                session,
+                actor=actor,
+                action="project.update",
+                target=f"{org.name}/{row.name}",
+                org_id=org.id,
+                project_id=row.id,
+                detail=changes,
+            )
             return project_public(row, org)

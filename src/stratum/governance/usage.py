@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Literal
 
 from sqlalchemy import func, select
 
+from stratum.governance import audit
+from stratum.governance.prices import MONEY_PLACES, Price, cost, prices_for
 from stratum.governance.schemas import UsageLine, UsageReport
 from stratum.governance.tables import ApiKeyRow, UsageRow
 from stratum.governance.tenancy import find_project
@@ -30,6 +33,13 @@ class UsageEntry:
     status: int = 200
 
 
+def _cost(prices: dict[str, Price], entry: UsageEntry) -> Decimal | None:
+    price = prices.get(entry.model[:160])
+    if price is None:
+        return None
+    return cost(price, prompt_tokens=entry.prompt_tokens, completion_tokens=entry.completion_tokens)
+
+
 class UsageService:
     """Serves: the gateway (``record`` after each request) and the admin API/CLI (``report``)."""
 
@@ -41,6 +51,24 @@ class UsageService:
             return
         now = utcnow()
         with self._db.session() as session:
+            prices = prices_for(session, (e.model[:160] for e in entries))
+            for e in entries:
+                # Metadata only: who, what, when, status and tokens; never bodies or keys.
+                audit.append(
+                    session,
+                    actor=e.key_id,
+                    action="inference",
+                    target=e.endpoint,
+                    org_id=e.org_id,
+                    project_id=e.project_id,
+                    detail={
+                        "request_id": e.request_id[:64],
+                        "model": e.model[:160],
+                        "status": e.status,
+                        "prompt_tokens": e.prompt_tokens,
+                        "completion_tokens": e.completion_tokens,
+                    },
+                )
             session.add_all(
                 UsageRow(
                     at=now,
@@ -53,6 +81,7 @@ class UsageService:
                     prompt_tokens=e.prompt_tokens,
                     completion_tokens=e.completion_tokens,
                     status=e.status,
+                    cost=_cost(prices, e),
                 )
                 for e in entries
             )
@@ -68,6 +97,7 @@ class UsageService:
                     func.count(),
                     func.coalesce(func.sum(UsageRow.prompt_tokens), 0),
                     func.coalesce(func.sum(UsageRow.completion_tokens), 0),
+                    func.coalesce(func.sum(UsageRow.cost), 0),
                 )
                 .where(UsageRow.project_id == project.id)
                 .group_by(group)
@@ -89,8 +119,9 @@ class UsageService:
                 prompt_tokens=int(p),
                 completion_tokens=int(c),
                 total_tokens=int(p) + int(c),
+                cost=Decimal(str(money)).quantize(MONEY_PLACES),
             )
-            for g, n, p, c in rows
+            for g, n, p, c, money in rows
         ]
         total = UsageLine(
             group="total",
@@ -98,6 +129,7 @@ class UsageService:
             prompt_tokens=sum(line.prompt_tokens for line in lines),
             completion_tokens=sum(line.completion_tokens for line in lines),
             total_tokens=sum(line.total_tokens for line in lines),
+            cost=sum((line.cost for line in lines), Decimal(0)).quantize(MONEY_PLACES),
         )
         return UsageReport(project=path, by=by, since=since, lines=lines, total=total)
 

@@ -8,7 +8,7 @@ tenant key with the same 403 as another tenant's name (nothing to probe).
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Literal
 
 import anyio
@@ -18,9 +18,11 @@ from stratum.errors import InvalidRequest, NotFound
 from stratum.gateway.deps import ContextDep, RequestContext, StateDep
 from stratum.gateway.state import AppState
 from stratum.governance.policy import PolicyRule
+from stratum.governance.prices import Price
 from stratum.governance.schemas import (
     ApiKeyCreated,
     ApiKeyPublic,
+    AuditEntry,
     KeyCreate,
     Limits,
     LimitsUpdate,
@@ -66,7 +68,9 @@ async def list_orgs(context: ContextDep, state: StateDep) -> list[OrgPublic]:
 @router.post("/orgs", response_model=OrgPublic, status_code=status.HTTP_201_CREATED)
 async def create_org(spec: OrgCreate, context: ContextDep, state: StateDep) -> OrgPublic:
     await context.authorize("orgs.write")
-    return await anyio.to_thread.run_sync(state.tenancy.create_org, spec)
+    return await anyio.to_thread.run_sync(
+        lambda: state.tenancy.create_org(spec, actor=context.principal.key_id)
+    )
 
 
 @router.get("/orgs/{org}", response_model=OrgPublic)
@@ -88,7 +92,9 @@ async def create_project(
     org: str, spec: ProjectCreate, context: ContextDep, state: StateDep
 ) -> ProjectPublic:
     await _org(context, state, org, "projects.write")
-    return await anyio.to_thread.run_sync(state.tenancy.create_project, org, spec)
+    return await anyio.to_thread.run_sync(
+        lambda: state.tenancy.create_project(org, spec, actor=context.principal.key_id)
+    )
 
 
 @router.get("/orgs/{org}/projects/{project}", response_model=ProjectPublic)
@@ -102,7 +108,9 @@ async def update_project(
 ) -> ProjectPublic:
     """Change a project's limits; the gateway applies them from the next request."""
     found = await _project(context, state, org, project, "projects.write")
-    return await anyio.to_thread.run_sync(state.tenancy.set_project_limits, found.path, update)
+    return await anyio.to_thread.run_sync(
+        lambda: state.tenancy.set_project_limits(found.path, update, actor=context.principal.key_id)
+    )
 
 
 @router.get("/orgs/{org}/projects/{project}/keys", response_model=list[ApiKeyPublic])
@@ -130,6 +138,7 @@ async def create_key(
             endpoints=spec.endpoints,
             ip_allow=spec.ip_allow,
             limits=limits,
+            actor=context.principal.key_id,
         )
     )
     return ApiKeyCreated(key=plaintext, **key.model_dump())
@@ -147,7 +156,7 @@ async def revoke_key(
         key = None
     if key is None or key.project != found.path:
         raise NotFound(f"Project {found.path} has no key {key_id!r}.", param="key_id")
-    return await anyio.to_thread.run_sync(state.keys.revoke, key_id)
+    return await anyio.to_thread.run_sync(lambda: state.keys.revoke(key_id, actor=context.principal.key_id))
 
 
 @router.get("/orgs/{org}/projects/{project}/usage", response_model=UsageReport)
@@ -177,11 +186,50 @@ async def put_policy(name: str, rule: PolicyRule, context: ContextDep, state: St
     await context.authorize("policies.write")
     if rule.name != name:
         raise InvalidRequest(f"the rule in the body is named {rule.name!r}, not {name!r}", param="name")
-    return await anyio.to_thread.run_sync(state.policies.put_rule, rule)
+    return await anyio.to_thread.run_sync(
+        lambda: state.policies.put_rule(rule, actor=context.principal.key_id)
+    )
 
 
 @router.delete("/policies/{name}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_policy(name: str, context: ContextDep, state: StateDep) -> Response:
     await context.authorize("policies.write")
-    await anyio.to_thread.run_sync(state.policies.delete_rule, name)
+    await anyio.to_thread.run_sync(lambda: state.policies.delete_rule(name, actor=context.principal.key_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/audit", response_model=list[AuditEntry])
+async def audit_log(
+    context: ContextDep,
+    state: StateDep,
+    since: datetime | None = Query(default=None, description="Entries at or after this instant (ISO 8601)."),
+    actor: str | None = Query(default=None, description="Only entries by this actor (a key id or cli:USER)."),
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> list[AuditEntry]:
+    """The audit log, newest first: everything for a platform admin, one's own org for an org admin."""
+    principal = context.principal
+    org_id = None if principal.is_admin else (principal.org.id if principal.org else "-")
+    await context.authorize("audit.read", org_id=org_id)
+    if since is not None and since.tzinfo is None:
+        raise InvalidRequest("since needs a time zone (e.g. 2026-01-01T00:00:00Z)", param="since")
+    return await anyio.to_thread.run_sync(
+        lambda: state.audit.list_entries(since=since, actor=actor, org_id=org_id, limit=limit)
+    )
+
+
+@router.get("/prices", response_model=list[Price])
+async def list_prices(context: ContextDep, state: StateDep) -> list[Price]:
+    """The price table: per model, per 1,000 input and output tokens."""
+    await context.authorize("prices.read")
+    return await anyio.to_thread.run_sync(state.prices.list_prices)
+
+
+@router.put("/prices/{model:path}", response_model=Price)
+async def put_price(model: str, price: Price, context: ContextDep, state: StateDep) -> Price:
+    """Create or replace a model's price; requests recorded from then on are costed with it."""
+    await context.authorize("prices.write")
+    if price.model != model:
+        raise InvalidRequest(f"the price in the body is for {price.model!r}, not {model!r}", param="model")
+    return await anyio.to_thread.run_sync(
+        lambda: state.prices.set_price(price, actor=context.principal.key_id)
+    )
