@@ -22,6 +22,12 @@ AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
         (b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "top_p": 0}', 400),
         (b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": "many"}', 400),
         ('{"model": "不存在", "messages": [{"role": "user", "content": "x"}]}'.encode(), 404),
+        (b'{"model": "tiny@99999999999999999999", "messages": [{"role": "user", "content": "x"}]}', 404),
+        (b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "seed": 1e40}', 400),
+        (
+            b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "seed": 9' + b"9" * 25 + b"}",
+            400,
+        ),
     ],
 )
 def test_malformed_chat_requests(server: Server, body: bytes, status: int) -> None:
@@ -35,6 +41,14 @@ def test_malformed_chat_requests(server: Server, body: bytes, status: int) -> No
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["message"]
+
+
+def test_empty_prompt_batch_is_400(server: Server) -> None:
+    response = httpx.post(
+        f"{server.base_url}/completions", json={"model": "tiny", "prompt": []}, headers=AUTH, timeout=30
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "prompt"
 
 
 def test_auth_header_variants(server: Server) -> None:

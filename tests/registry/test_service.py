@@ -169,6 +169,9 @@ def test_parse_ref() -> None:
     assert parse_ref("a/b-1.5") == ("a/b-1.5", None)
     assert parse_ref("m@3") == ("m", 3)
     assert parse_ref("m:prod") == ("m", "prod")
+    for impossible in ("m@0", "m@x", "m@", "m@99999999999999999999", "m@٣"):
+        with pytest.raises(ModelNotFound):
+            parse_ref(impossible)
 
 
 def test_default_alias(registry: RegistryService) -> None:

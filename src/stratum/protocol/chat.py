@@ -45,7 +45,8 @@ class SamplingFields(WireModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    # torch seeds are unsigned 64-bit; bigger values would fail deep in the engine instead of here.
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**64)
     n: int = Field(default=1, ge=1, le=16)
     user: str | None = None
 

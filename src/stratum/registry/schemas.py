@@ -29,7 +29,8 @@ def parse_ref(ref: str) -> tuple[str, int | str | None]:
     """Split ``NAME``, ``NAME@VERSION`` or ``NAME:ALIAS`` into (name, version number | alias | None)."""
     if "@" in ref:
         name, _, version = ref.partition("@")
-        if not (version.isascii() and version.isdigit()) or int(version) < 1:
+        # Versions are database integers: anything past int32 cannot exist (and would overflow SQLite).
+        if not (version.isascii() and version.isdigit()) or not 1 <= int(version) < 2**31:
             raise ModelNotFound(
                 f"The model '{ref}' does not exist: a version must be a positive integer, as in '{name}@1'.",
                 param="model",
