@@ -1,0 +1,201 @@
+"""``stratum eval run|list|show|compare|gate``: suites scored per model version, release gates.
+
+``run`` loads the version's engine in this process (the embedded engine for local models, the
+upstream client for proxied ones), answers the suite greedily and stores per-item scores, so any two
+runs of the same suite can be compared later without re-running a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stratum.cli.output import CliError, print_fields, print_json, print_table
+from stratum.cli.store import cli_actor, open_database
+
+app = typer.Typer(help="Evaluate model versions on suites and gate releases.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@app.command("run")
+def run(
+    model: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME:ALIAS.")],
+    suite: Annotated[
+        Path, typer.Option("--suite", help="A JSONL suite (generation, multiple_choice, perplexity).")
+    ],
+    metrics: Annotated[
+        str | None,
+        typer.Option("--metrics", help="Comma-separated: exact_match,f1,rouge_l,bleu,chrf,contains."),
+    ] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Tokens per answer.")] = 128,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer every item of SUITE with MODEL (greedy) and store the scores under its version."""
+    from stratum.evals.service import EvalService
+    from stratum.evals.suites import load_suite
+    from stratum.registry.service import RegistryService
+
+    loaded = load_suite(suite)
+    with open_database() as db:
+        version = RegistryService(db).resolve(model)
+        result = _run(version, loaded, metrics=_split(metrics), max_tokens=max_tokens)
+        saved = EvalService(db).record_run(
+            model_ref=version.ref, suite=loaded, result=result, actor=cli_actor()
+        )
+    if as_json:
+        print_json(saved.model_dump(mode="json"))
+        return
+    print_fields({"run": saved.id, "model": saved.model_ref, "suite": f"{saved.suite} ({saved.items} items)"})
+    print_table([{"metric": k, "mean": f"{v:.4f}"} for k, v in saved.metrics.items()], ["metric", "mean"])
+
+
+def _run(version: Any, suite: Any, *, metrics: list[str] | None, max_tokens: int) -> Any:
+    from stratum.evals.runner import ItemResult, RunResult
+
+    if suite.kind == "perplexity":
+        from stratum.evals.perplexity import perplexity
+
+        if version.artifact_uri is None or version.source == "upstream":
+            raise CliError(f"perplexity needs local weights; {version.ref} has none")
+        scored = perplexity(Path(version.artifact_uri), [item.text for item in suite.items])
+        return RunResult(
+            items=[
+                ItemResult(item.id, "", {"nll": nll})
+                for item, nll in zip(suite.items, scored.nll_per_text, strict=True)
+            ]
+        )
+    return asyncio.run(_generate(version, suite, metrics=metrics, max_tokens=max_tokens))
+
+
+async def _generate(version: Any, suite: Any, *, metrics: list[str] | None, max_tokens: int) -> Any:
+    from stratum.evals.runner import run_suite
+    from stratum.gateway.pool import default_factory
+    from stratum.settings import Settings
+
+    engine = default_factory(Settings())(version)
+    await engine.start()
+    try:
+        return await run_suite(engine, suite, metrics=metrics, max_tokens=max_tokens)  # type: ignore[arg-type]
+    finally:
+        await engine.close()
+
+
+@app.command("list")
+def list_runs(
+    model: Annotated[str | None, typer.Option("--model", help="Only runs of this version (NAME@V).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Stored eval runs."""
+    from stratum.evals.service import EvalService
+
+    with open_database() as db:
+        runs = EvalService(db).list_runs(model_ref=model)
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in runs])
+        return
+    rows = [
+        {**r.model_dump(), "metrics": ", ".join(f"{k} {v:.3f}" for k, v in r.metrics.items())} for r in runs
+    ]
+    print_table(
+        rows, ["id", "model_ref", "suite", "items", "metrics", "created_at"], empty="no eval runs yet"
+    )
+
+
+@app.command("show")
+def show(run_id: Annotated[int, typer.Argument(help="Run id.")], as_json: JsonOption = False) -> None:
+    """One run's metrics."""
+    from stratum.evals.service import EvalService
+
+    with open_database() as db:
+        saved = EvalService(db).get_run(run_id)
+    if as_json:
+        print_json(saved.model_dump(mode="json"))
+    else:
+        print_fields(saved.model_dump())
+
+
+@app.command("compare")
+def compare(
+    baseline: Annotated[int, typer.Argument(help="Baseline run id.")],
+    candidate: Annotated[int, typer.Argument(help="Candidate run id.")],
+    metric: Annotated[str, typer.Option("--metric", help="Per-item metric to compare.")] = "f1",
+    as_json: JsonOption = False,
+) -> None:
+    """Paired bootstrap comparison of two runs of the same suite."""
+    from dataclasses import asdict
+
+    from stratum.evals.service import EvalService
+
+    with open_database() as db:
+        result = EvalService(db).compare(baseline_run=baseline, candidate_run=candidate, metric=metric)
+    if as_json:
+        print_json(asdict(result))
+    else:
+        print_fields(asdict(result))
+
+
+@app.command("gate")
+def gate(
+    candidate: Annotated[str, typer.Argument(help="The candidate: NAME@V or NAME:ALIAS.")],
+    baseline: Annotated[
+        str, typer.Option("--baseline", help="The current production version, e.g. NAME:prod.")
+    ],
+    suite: Annotated[Path, typer.Option("--suite", help="The suite both are scored on.")],
+    metric: Annotated[str, typer.Option("--metric", help="The metric the gate reads.")] = "f1",
+    max_drop: Annotated[float, typer.Option("--max-drop", help="Largest allowed relative drop.")] = 0.03,
+    min_items: Annotated[int, typer.Option("--min-items", min=1, help="Fewer items fail the gate.")] = 30,
+    rule: Annotated[
+        str, typer.Option("--rule", help="no_significant_drop or strict.")
+    ] = "no_significant_drop",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 128,
+    as_json: JsonOption = False,
+) -> None:
+    """Score both versions on SUITE (reusing stored runs of the same suite) and decide the gate.
+
+    Exits 1 when the gate fails, so a release script can stop on it.
+    """
+    from stratum.evals.service import EvalService
+    from stratum.evals.stats import GateConfig
+    from stratum.evals.suites import load_suite
+    from stratum.registry.service import RegistryService
+
+    config = GateConfig(metric=metric, max_drop=max_drop, min_items=min_items, rule=rule)  # type: ignore[arg-type]
+    loaded = load_suite(suite)
+    with open_database() as db:
+        registry, evals = RegistryService(db), EvalService(db)
+        run_ids = []
+        for ref in (baseline, candidate):
+            version = registry.resolve(ref)
+            existing = [r for r in evals.list_runs(model_ref=version.ref) if r.suite_digest == loaded.digest]
+            if existing:
+                run_ids.append(existing[-1].id)
+                continue
+            result = _run(
+                version,
+                loaded,
+                metrics=[metric] if metric not in ("nll", "accuracy") else None,
+                max_tokens=max_tokens,
+            )
+            run_ids.append(
+                evals.record_run(model_ref=version.ref, suite=loaded, result=result, actor=cli_actor()).id
+            )
+        saved, _ = evals.gate(
+            baseline_run=run_ids[0], candidate_run=run_ids[1], config=config, actor=cli_actor()
+        )
+    if as_json:
+        print_json(saved.model_dump(mode="json"))
+    else:
+        typer.echo(
+            f"gate {'PASSED' if saved.passed else 'FAILED'}: {saved.candidate_ref} vs {saved.baseline_ref}"
+        )
+        typer.echo(saved.reason)
+    if not saved.passed:
+        raise typer.Exit(1)
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None

@@ -1,0 +1,106 @@
+"""``stratum eval`` in a subprocess, the way a release script runs it."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import FakeOpenAI, RunStratum
+from tests.tiny import build_tiny_llama
+
+
+def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def upstream_bot(run_stratum: RunStratum, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("FAKE_KEY", fake_openai.api_key)
+    added = run_stratum(
+        "models",
+        "add",
+        "bot",
+        "--upstream",
+        fake_openai.url,
+        "--upstream-model",
+        "fake",
+        "--api-key-env",
+        "FAKE_KEY",
+    )
+    assert added.returncode == 0, added.stderr
+    return "bot"
+
+
+@pytest.mark.slow
+def test_run_scores_a_suite_and_stores_it_under_the_version(
+    run_stratum: RunStratum, upstream_bot: str, tmp_path: Path
+) -> None:
+    # The fake upstream always answers 你好，我是测试模型。
+    suite = write_jsonl(
+        tmp_path / "greet.jsonl",
+        [
+            {"id": "hello", "prompt": "你好", "answer": "你好，我是测试模型。"},
+            {"id": "other", "prompt": "天气？", "answer": "今天晴天"},
+        ],
+    )
+    done = run_stratum("eval", "run", "bot", "--suite", str(suite), "--metrics", "exact_match,chrf", "--json")
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert run["model_ref"] == "bot@1" and run["items"] == 2
+    assert run["metrics"]["exact_match"] == 0.5
+    listed = json.loads(run_stratum("eval", "list", "--json").stdout)
+    assert [r["id"] for r in listed] == [run["id"]]
+
+
+@pytest.mark.slow
+def test_gate_passes_an_equal_candidate_and_fails_with_too_few_items(
+    run_stratum: RunStratum, upstream_bot: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    again = run_stratum(
+        "models",
+        "add",
+        "bot",
+        "--upstream",
+        fake_openai.url,
+        "--upstream-model",
+        "fake",
+        "--api-key-env",
+        "FAKE_KEY",
+    )
+    assert again.returncode == 0, again.stderr
+    suite = write_jsonl(
+        tmp_path / "s.jsonl",
+        [{"id": str(i), "prompt": f"问{i}", "answer": "你好，我是测试模型。"} for i in range(5)],
+    )
+    ok = run_stratum(
+        "eval", "gate", "bot@2", "--baseline", "bot@1", "--suite", str(suite), "--min-items", "5", "--json"
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["passed"] is True
+    # Both runs are reused now: only the gate rule changes.
+    short = run_stratum("eval", "gate", "bot@2", "--baseline", "bot@1", "--suite", str(suite))
+    assert short.returncode == 1
+    assert "FAILED" in short.stdout and "too few items (5 < 30)" in short.stdout
+    assert len(json.loads(run_stratum("eval", "list", "--json").stdout)) == 2
+
+
+@pytest.mark.slow
+def test_perplexity_of_a_local_model(run_stratum: RunStratum, tmp_path: Path) -> None:
+    model = build_tiny_llama(tmp_path / "tiny", seed=3)
+    assert run_stratum("models", "add", "tiny", "--path", str(model)).returncode == 0
+    texts = write_jsonl(
+        tmp_path / "texts.jsonl", [{"text": "Stratum 是一个企业大模型平台。"}, {"text": "hello world"}]
+    )
+    done = run_stratum("eval", "run", "tiny", "--suite", str(texts), "--json")
+    assert done.returncode == 0, done.stderr
+    nll = json.loads(done.stdout)["metrics"]["nll"]
+    # A random 384-token model: NLL near ln(384) ≈ 5.95.
+    assert 5.0 < nll < 7.0
+
+
+def test_bad_suite_is_one_line_error(run_stratum: RunStratum, upstream_bot: str, tmp_path: Path) -> None:
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "没有答案"}])
+    done = run_stratum("eval", "run", "bot", "--suite", str(bad))
+    assert done.returncode != 0
+    assert "line 1: field 'reference'" in done.stderr and "Traceback" not in done.stderr
