@@ -10,6 +10,7 @@
     stratum usage ORG/PROJECT  requests and tokens of a project
     stratum audit verify|list  the hash-chained audit log
     stratum prices set|list    model prices per 1k tokens
+    stratum compress …         INT8 quantization, pruning, distillation, ONNX export of a version
     stratum eval …             eval suites per model version, paired comparison, release gates
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
@@ -23,7 +24,7 @@ from typing import Annotated
 import typer
 
 from stratum import __version__
-from stratum.cli import audit, chat, evals, keys, models, prices, serve, tenancy, usage
+from stratum.cli import audit, chat, compress, evals, keys, models, prices, serve, tenancy, usage
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 
@@ -92,6 +93,7 @@ app.command("usage")(usage.usage)
 app.add_typer(audit.app, name="audit")
 app.add_typer(prices.app, name="prices")
 app.add_typer(evals.app, name="eval")
+app.add_typer(compress.app, name="compress")
 
 
 def run() -> None:

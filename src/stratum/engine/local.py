@@ -37,6 +37,7 @@ from stratum.engine.kv import KVBudget, KVShape, SequenceKV
 from stratum.engine.prompting import PromptBuilder
 from stratum.engine.sampling import StopScanner, make_generator, pick_token
 from stratum.engine.sequence import SequenceState, SequenceStream, StreamItem, deliver
+from stratum.engine.weights import load_causal_lm
 from stratum.errors import EngineError, InvalidRequest, Overloaded
 
 log = logging.getLogger(__name__)
@@ -95,11 +96,11 @@ class LocalEngine:
         self._thread.start()
 
     def _load(self) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.path)
-            model = AutoModelForCausalLM.from_pretrained(self.path, dtype=getattr(torch, self.dtype))
+            model = load_causal_lm(self.path, dtype=self.dtype)
         except (OSError, ValueError) as exc:
             raise EngineError(f"cannot load model from {self.path}: {exc}") from exc
         model.eval()
