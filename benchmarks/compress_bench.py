@@ -105,9 +105,7 @@ def main() -> None:
         parent = big_llama(work / "big", args.params)
         tokenizer = AutoTokenizer.from_pretrained(parent)
         params = sum(p.numel() for p in load_causal_lm(parent).parameters())
-        print(
-            f"\n## Speed and size: {params / 1e6:.0f}M-parameter Llama (random weights; ignore its perplexity)\n"
-        )
+        print(f"\n## Speed and size: {params / 1e6:.0f}M Llama (random weights)\n")
         print(header)
         base = measured(load_causal_lm(parent), tokenizer, parent, texts[:4])
         print(row("fp32 (parent)", base, base))
@@ -121,9 +119,7 @@ def main() -> None:
 
         demo = ensure_demo_model(work / "home")
         tokenizer = AutoTokenizer.from_pretrained(demo)
-        print(
-            f"\n## Quality: demo model, perplexity on {len(texts)} corpus lines; distillation {args.kd_steps} steps\n"
-        )
+        print(f"\n## Quality: demo model, ppl on {len(texts)} corpus lines, KD {args.kd_steps} steps\n")
         print(header)
         base = measured(load_causal_lm(demo), tokenizer, demo, texts)
         print(row("fp32 (parent)", base, base))
