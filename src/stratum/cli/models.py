@@ -156,6 +156,9 @@ def add(
     description: Annotated[
         str | None, typer.Option("--description", help="Free text (any language).")
     ] = None,
+    pin: Annotated[
+        bool, typer.Option("--pin", help="Preload this version at server start and never evict it.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Register a model, or a new version of an existing one.
@@ -181,7 +184,12 @@ def add(
         status = f"hashing {fields['path']}…" if "path" in fields else f"registering {name}…"
         with Console(stderr=True).status(status):
             version = registry.add_model(
-                name=name, kind=kind.value, description=description, actor=cli_actor(), **fields
+                name=name,
+                kind=kind.value,
+                description=description,
+                actor=cli_actor(),
+                metadata={"pinned": True} if pin else None,
+                **fields,
             )
     if as_json:
         print_json(version.model_dump(mode="json"))

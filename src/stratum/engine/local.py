@@ -214,6 +214,9 @@ class LocalEngine:
         return self._prompts.text(request.prompt or "")
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        if self._stopping or self._thread is None:
+            # The model cache unloaded this engine between lookup and submission; a retry reloads it.
+            raise Overloaded("the model was just unloaded; retry shortly")
         if request.adapter is not None and request.adapter not in self._adapters:
             # The model cache may have just evicted it; the next request loads it again.
             raise Overloaded(f"adapter '{request.adapter}' is not loaded on this engine; retry shortly")
