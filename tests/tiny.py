@@ -34,3 +34,25 @@ def build_tiny_llama(target: Path, *, seed: int = 0, context_length: int = 256) 
     model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
     return target
+
+
+def build_tiny_lora(
+    base: Path,
+    target: Path,
+    *,
+    seed: int,
+    rank: int = 4,
+    modules: tuple[str, ...] = ("q_proj", "v_proj", "down_proj"),
+    rslora: bool = False,
+) -> Path:
+    """A PEFT LoRA adapter for ``base`` with random A *and* B (a fresh LoRA has B = 0, which would
+    not change the output), saved as PEFT does: adapter_config.json + adapter_model.safetensors."""
+    from peft import LoraConfig, get_peft_model
+
+    model = LlamaForCausalLM.from_pretrained(base)
+    config = LoraConfig(
+        r=rank, lora_alpha=2 * rank, target_modules=list(modules), init_lora_weights=False, use_rslora=rslora
+    )
+    torch.manual_seed(seed)
+    get_peft_model(model, config).save_pretrained(target)
+    return target

@@ -58,6 +58,23 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", description="Root log level.")
     log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless a TTY.")
 
+    # -- serving engine: model cache (gateway/model_cache.py) --
+    model_cache_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Memory budget for loaded models and LoRA adapters together; idle ones are evicted "
+        "(LRU weighted by use). Unset: no limit.",
+    )
+    pinned_models: str = Field(
+        default="",
+        description="Comma-separated model refs (name, name@version, name:alias) loaded at start and "
+        "never evicted; registry metadata pinned=true does the same.",
+    )
+
+    @property
+    def pinned_model_refs(self) -> list[str]:
+        return [ref.strip() for ref in self.pinned_models.split(",") if ref.strip()]
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
