@@ -356,7 +356,7 @@ class DatasetService:
                     rows=len(rows),
                     parent_id=parent_id,
                     transform=transform.model_dump(mode="json"),
-                    report=report.model_dump(mode="json"),
+                    report={**report.model_dump(mode="json"), "splits": _split_counts(rows)},
                     created_by=actor,
                     created_at=utcnow(),
                 )
@@ -456,7 +456,7 @@ class DatasetService:
             transform=Transform.model_validate(row.transform),
             report=row.report,
             path=str(self.objects.path(row.content_hash).relative_to(self._settings.home)),
-            splits=dict(row.report.get("details", {}).get("splits", {})),
+            splits=dict(row.report.get("splits") or {}),
             created_by=row.created_by,
             created_at=row.created_at,
         )
@@ -480,6 +480,14 @@ class DatasetService:
             created_at=row.created_at,
             versions=versions,
         )
+
+
+def _split_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row.get("split"):
+            counts[row["split"]] = counts.get(row["split"], 0) + 1
+    return counts
 
 
 def _known_fields(fmt: str) -> set[str]:
