@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +105,7 @@ class DatasetService:
 
     def __init__(self, db: Database, settings: Settings) -> None:
         self._db = db
+        self.db = db
         self._settings = settings
         self.objects = ObjectStore(settings.artifacts_dir / "datasets")
 
@@ -114,7 +115,7 @@ class DatasetService:
         """The version ``ref`` names: ``NAME`` (latest), ``NAME@N``, ``NAME@latest``, ``NAME@<hash prefix>``,
         each optionally prefixed ``ORG/PROJECT/``; ``project`` scopes a bare name to a project."""
         with self._db.session(write=False) as session:
-            row, dataset, path = self._version_row(session, ref, project=project)
+            row, dataset, path = self.version_row(session, ref, project=project)
             return self._public_version(session, row, dataset, path)
 
     def load_rows(self, version: DatasetVersion | str, *, split: str | None = None) -> list[dict[str, Any]]:
@@ -304,9 +305,10 @@ class DatasetService:
         report: StepReport,
         description: str | None = None,
         actor: str = "local",
+        after: Callable[[Session, DatasetVersionRow], None] | None = None,
     ) -> DatasetVersion:
         """Store ``rows`` as the next version of ``name`` (created if new): file first, then one
-        transaction; a failed transaction removes a file it had just written."""
+        transaction (``after`` runs inside it); a failed transaction removes a file it had just written."""
         digest = content_hash(fmt, rows)
         existed = self.objects.path(digest).exists()
         self.objects.write(digest, fmt, rows)
@@ -339,7 +341,7 @@ class DatasetService:
                     )
                 parent_id = None
                 if parent is not None:
-                    parent_row, _, _ = self._version_row(session, parent.ref)
+                    parent_row, _, _ = self.version_row(session, parent.ref)
                     parent_id = parent_row.id
                 elif dataset.last_version:
                     parent_id = session.scalars(
@@ -362,6 +364,8 @@ class DatasetService:
                 )
                 session.add(row)
                 session.flush()
+                if after is not None:
+                    after(session, row)  # e.g. the review queue of a labelled version, same transaction
                 return self._public_version(session, row, dataset, project)
         except BaseException:
             if not existed and not self._hash_in_use(digest):
@@ -398,7 +402,7 @@ class DatasetService:
             raise NotFound(f"No dataset named {name!r}{where}.", param="dataset", code="dataset_not_found")
         return row
 
-    def _version_row(
+    def version_row(
         self, session: Session, ref: str, *, project: str | None = None
     ) -> tuple[DatasetVersionRow, DatasetRow, str | None]:
         ref_project, name, version = parse_ref(ref)

@@ -139,5 +139,6 @@ SENSITIVE = Step(
     version=1,
     apply=_sensitive,
     params={"words": [], "words_file": None, "action": "drop"},
-    help="drop (action=drop) or mask (action=mask) rows containing listed words (words=[..] or words_file=PATH)",
+    help="drop (action=drop) or mask (action=mask) rows containing listed words "
+    "(words=[..] or words_file=PATH)",
 )
