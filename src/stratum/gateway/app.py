@@ -17,7 +17,7 @@ from stratum.gateway.metering import SettleMiddleware
 from stratum.gateway.metrics import Metrics
 from stratum.gateway.middleware import RequestIdMiddleware
 from stratum.gateway.pool import EngineFactory, ModelPool, default_factory
-from stratum.gateway.routes import admin, chat, completions, embeddings, health, models
+from stratum.gateway.routes import admin, chat, completions, datasets, embeddings, health, models
 from stratum.gateway.state import AppState
 from stratum.governance.audit import AuditService
 from stratum.governance.counters import CounterStore, StoreCounters
@@ -103,6 +103,7 @@ def create_app(
         embeddings.router,
         health.router,
         admin.router,
+        datasets.router,
     ):
         app.include_router(router)
     return app
