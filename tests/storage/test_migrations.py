@@ -29,6 +29,8 @@ TABLES = {
     "policy_rules",
     "quota_counters",
     "usage_records",
+    "guard_policies",
+    "audit_checkpoints",
 }
 
 
@@ -52,7 +54,7 @@ def test_migrate_from_empty(empty_db: Database) -> None:
     empty_db.migrate()
     assert set(inspect(empty_db.engine).get_table_names()) >= TABLES
     with empty_db.session(write=False) as session:
-        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
+        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0004"
 
 
 def test_migrate_twice_is_a_no_op(db: Database) -> None:

@@ -46,6 +46,11 @@ ACTIONS = (
     "audit.read",
     "prices.read",
     "prices.write",
+    "guard.read",
+    "guard.write",
+    "guard.scan",
+    "guard.defaults.read",
+    "guard.defaults.write",
 )
 _USE = (*INFERENCE, "models.read")
 
@@ -53,9 +58,20 @@ _USE = (*INFERENCE, "models.read")
 ROLE_GRANTS: dict[str, tuple[str, ...]] = {
     "admin": ("*",),
     "user": _USE,
-    "org_admin": (*_USE, "orgs.read", "projects.*", "keys.*", "usage.read", "audit.read", "prices.read"),
-    "developer": (*_USE, "projects.read", "usage.read"),
-    "viewer": ("models.read", "projects.read", "usage.read"),
+    "org_admin": (
+        *_USE,
+        "orgs.read",
+        "projects.*",
+        "keys.*",
+        "usage.read",
+        "audit.read",
+        "prices.read",
+        "guard.read",
+        "guard.write",
+        "guard.scan",
+    ),
+    "developer": (*_USE, "projects.read", "usage.read", "guard.read", "guard.scan"),
+    "viewer": ("models.read", "projects.read", "usage.read", "guard.read"),
 }
 
 
