@@ -30,6 +30,8 @@ TABLES = {
     "policy_rules",
     "quota_counters",
     "usage_records",
+    "guard_policies",
+    "audit_checkpoints",
     "datasets",
     "dataset_versions",
     "dataset_review_items",

@@ -46,6 +46,11 @@ ACTIONS = (
     "audit.read",
     "prices.read",
     "prices.write",
+    "guard.read",
+    "guard.write",
+    "guard.scan",
+    "guard.defaults.read",
+    "guard.defaults.write",
     # Datasets (stratum.data), owned by a project.
     "datasets.read",
     "datasets.write",
@@ -64,10 +69,13 @@ ROLE_GRANTS: dict[str, tuple[str, ...]] = {
         "usage.read",
         "audit.read",
         "prices.read",
+        "guard.read",
+        "guard.write",
+        "guard.scan",
         "datasets.*",
     ),
-    "developer": (*_USE, "projects.read", "usage.read", "datasets.*"),
-    "viewer": ("models.read", "projects.read", "usage.read", "datasets.read"),
+    "developer": (*_USE, "projects.read", "usage.read", "guard.read", "guard.scan", "datasets.*"),
+    "viewer": ("models.read", "projects.read", "usage.read", "guard.read", "datasets.read"),
 }
 
 
