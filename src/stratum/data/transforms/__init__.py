@@ -6,7 +6,7 @@
     sensitive  drop or mask rows with listed words
     split      train / validation / test with a fixed seed
     augment    synonym replacement (Chinese, English), variants marked synthetic
-    pii        scrub personal data with the governance PII detectors (when available)
+    pii        mask (or drop rows with) personal data, with the governance PII detectors
 
 ``TransformService.run(ref, steps, params)`` applies the steps in order; every step's output is
 committed as its own version (parent = the previous step's version, transform = {name, version,
@@ -19,26 +19,26 @@ from typing import Any
 
 from stratum.data.schemas import DatasetVersion, Transform
 from stratum.data.service import DatasetService
-from stratum.data.transforms import augment, clean, dedup, filters, split
+from stratum.data.transforms import augment, clean, dedup, filters, pii, split
 from stratum.data.transforms.base import Step, merged_params
 from stratum.errors import InvalidRequest
 
 STEPS: dict[str, Step] = {
     step.name: step
-    for step in (clean.STEP, dedup.STEP, filters.LENGTH, filters.SENSITIVE, split.STEP, augment.STEP)
+    for step in (
+        clean.STEP,
+        dedup.STEP,
+        filters.LENGTH,
+        filters.SENSITIVE,
+        pii.STEP,
+        split.STEP,
+        augment.STEP,
+    )
 }
 
 
-def _optional_steps() -> dict[str, Step]:
-    try:
-        from stratum.data.transforms import pii
-    except ImportError:
-        return {}
-    return {pii.STEP.name: pii.STEP}
-
-
 def available_steps() -> dict[str, Step]:
-    return {**STEPS, **_optional_steps()}
+    return dict(STEPS)
 
 
 class TransformService:
