@@ -366,7 +366,10 @@ class DatasetService:
                 session.flush()
                 if after is not None:
                     after(session, row)  # e.g. the review queue of a labelled version, same transaction
-                return self._public_version(session, row, dataset, project)
+                public = self._public_version(session, row, dataset, project)
+                if public.parent is not None:
+                    record_lineage(session, public, actor=actor)
+                return public
         except BaseException:
             if not existed and not self._hash_in_use(digest):
                 self.objects.path(digest).unlink(missing_ok=True)
@@ -484,6 +487,28 @@ class DatasetService:
             created_at=row.created_at,
             versions=versions,
         )
+
+
+def record_lineage(session: Session, version: DatasetVersion, *, actor: str) -> None:
+    """A ``dataset:parent → dataset:child`` edge (relation ``derived``, the transform in metadata) in
+    the registry's lineage graph, in the version's own transaction. The lineage graph arrives with
+    the releases work (``stratum.registry.lineage``); without it there is nothing to record into."""
+    try:
+        from stratum.registry import lineage
+    except ImportError:
+        return
+    assert version.parent is not None
+    lineage.add_edge(
+        session,
+        source=("dataset", version.parent),
+        target=("dataset", version.ref),
+        relation="derived",
+        actor=actor,
+        metadata={
+            "transform": version.transform.model_dump(mode="json"),
+            "content_hash": version.content_hash,
+        },
+    )
 
 
 def _split_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
