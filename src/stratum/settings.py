@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     dtype: Literal["float32", "bfloat16"] = Field(default="float32", description="Weights dtype on CPU.")
     log_level: str = Field(default="INFO", description="Root log level.")
     log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless a TTY.")
+    # --- governance: audit retention ---
+    audit_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Days of audit entries to keep; older ones are pruned behind a checkpoint. Unset: all.",
+    )
 
     # -- serving engine: model cache (gateway/model_cache.py) --
     model_cache_bytes: int | None = Field(

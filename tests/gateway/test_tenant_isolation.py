@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from fastapi.routing import APIRoute
 
-from stratum.gateway.routes.admin import router
+from stratum.gateway.routes import admin, datasets
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from tests.gateway.conftest import Gateway
 
@@ -20,9 +20,23 @@ BODIES = {
     ("PATCH", "/admin/v1/orgs/{org}/projects/{project}"): {"rpm": 5},
     ("POST", "/admin/v1/orgs/{org}/projects/{project}/keys"): {"role": "developer"},
     ("PUT", "/admin/v1/policies/{name}"): {"name": "r1", "actions": ["chat"]},
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets"): {
+        "name": "d",
+        "rows": [{"instruction": "问", "output": "答"}],
+    },
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets/{dataset}/versions/{version}/transform"): {
+        "steps": ["clean"]
+    },
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets/{dataset}/versions/{version}/review"): [
+        {"row_index": 0, "decision": "accept"}
+    ],
 }
 ADMIN_ROUTES = sorted(
-    (method, route.path) for route in router.routes if isinstance(route, APIRoute) for method in route.methods
+    (method, route.path)
+    for router in (admin.router, datasets.router)
+    for route in router.routes
+    if isinstance(route, APIRoute)
+    for method in route.methods
 )
 TENANT_ROUTES = [r for r in ADMIN_ROUTES if "{org}" in r[1]]
 
@@ -48,7 +62,8 @@ def tenants(gateway: Gateway) -> dict[str, object]:
 
 
 def _call(gateway: Gateway, method: str, path: str, key: str, **params: str):  # type: ignore[no-untyped-def]
-    url = path.format(**{"org": "org-b", "project": "proj-b", "key_id": "x", "name": "r1", **params})
+    names = {"org": "org-b", "project": "proj-b", "key_id": "x", "name": "r1", "dataset": "d", "version": "1"}
+    url = path.format(**{**names, **params})
     body = BODIES.get((method, path))
     return gateway.client.request(method, url, json=body, headers={"authorization": f"Bearer {key}"})
 

@@ -12,6 +12,7 @@
     stratum prices set|list    model prices per 1k tokens
     stratum compress …         INT8 quantization, pruning, distillation, ONNX export of a version
     stratum eval …             eval suites per model version, paired comparison, release gates
+    stratum data …             datasets: import, versions, transforms, review
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -25,6 +26,7 @@ import typer
 
 from stratum import __version__
 from stratum.cli import audit, chat, compress, evals, keys, models, prices, serve, tenancy, usage
+from stratum.cli import audit, chat, data, keys, models, prices, serve, tenancy, usage
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 
@@ -94,6 +96,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(prices.app, name="prices")
 app.add_typer(evals.app, name="eval")
 app.add_typer(compress.app, name="compress")
+app.add_typer(data.app, name="data")
 
 
 def run() -> None:

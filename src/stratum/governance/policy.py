@@ -46,6 +46,14 @@ ACTIONS = (
     "audit.read",
     "prices.read",
     "prices.write",
+    "guard.read",
+    "guard.write",
+    "guard.scan",
+    "guard.defaults.read",
+    "guard.defaults.write",
+    # Datasets (stratum.data), owned by a project.
+    "datasets.read",
+    "datasets.write",
 )
 _USE = (*INFERENCE, "models.read")
 
@@ -53,9 +61,21 @@ _USE = (*INFERENCE, "models.read")
 ROLE_GRANTS: dict[str, tuple[str, ...]] = {
     "admin": ("*",),
     "user": _USE,
-    "org_admin": (*_USE, "orgs.read", "projects.*", "keys.*", "usage.read", "audit.read", "prices.read"),
-    "developer": (*_USE, "projects.read", "usage.read"),
-    "viewer": ("models.read", "projects.read", "usage.read"),
+    "org_admin": (
+        *_USE,
+        "orgs.read",
+        "projects.*",
+        "keys.*",
+        "usage.read",
+        "audit.read",
+        "prices.read",
+        "guard.read",
+        "guard.write",
+        "guard.scan",
+        "datasets.*",
+    ),
+    "developer": (*_USE, "projects.read", "usage.read", "guard.read", "guard.scan", "datasets.*"),
+    "viewer": ("models.read", "projects.read", "usage.read", "guard.read", "datasets.read"),
 }
 
 
