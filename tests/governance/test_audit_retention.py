@@ -92,7 +92,9 @@ def test_writer_batches_from_many_threads_and_flushes_on_close(db: Database) -> 
         thread.start()
     for thread in threads:
         thread.join()
-    writer.submit(AuditEvent(actor="key_x", action="guard.block", target="chat", detail={"rule": "guard.words"}))
+    writer.submit(
+        AuditEvent(actor="key_x", action="guard.block", target="chat", detail={"rule": "guard.words"})
+    )
     writer.close()  # nothing lost: every queued item is written before close returns
     with db.session(write=False) as session:
         assert session.query(UsageRow).count() == 200

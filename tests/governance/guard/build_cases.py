@@ -21,7 +21,25 @@ from typing import Any
 OUT = Path(__file__).with_name("guard_cases.jsonl")
 rng = random.Random(20261123)
 
-PROVINCES = ["11", "12", "13", "31", "32", "33", "35", "37", "41", "42", "44", "45", "50", "51", "53", "61", "65"]
+PROVINCES = [
+    "11",
+    "12",
+    "13",
+    "31",
+    "32",
+    "33",
+    "35",
+    "37",
+    "41",
+    "42",
+    "44",
+    "45",
+    "50",
+    "51",
+    "53",
+    "61",
+    "65",
+]
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 CHECK = "10X98765432"
 
@@ -88,8 +106,12 @@ def phone(style: str = "plain") -> str:
 
 
 def email() -> str:
-    user = rng.choice(["zhang.san", "lisi", "wang_wu88", "alice", "bob.smith", "hr-team", "li.lei+cv", "chen2024"])
-    domain = rng.choice(["163.com", "qq.com", "example.com", "corp.example.cn", "mail.tsinghua.edu.cn", "gmail.com"])
+    user = rng.choice(
+        ["zhang.san", "lisi", "wang_wu88", "alice", "bob.smith", "hr-team", "li.lei+cv", "chen2024"]
+    )
+    domain = rng.choice(
+        ["163.com", "qq.com", "example.com", "corp.example.cn", "mail.tsinghua.edu.cn", "gmail.com"]
+    )
     return f"{user}@{domain}"
 
 
@@ -167,15 +189,39 @@ NEGATIVES = [
     ("时间戳 {N} 毫秒", lambda: str(1_700_000_000_000 + rng.randrange(10**9)), "13-digit ms timestamp"),
     ("created_at={N}", lambda: str(1_600_000_000 + rng.randrange(10**8)), "10-digit unix timestamp"),
     ("总价 ¥{N}", lambda: f"{rng.randrange(1, 99999)}.{rng.randrange(100):02d}", "price"),
-    ("合同金额{N}元", lambda: f"{rng.choice('3456789')}{rng.randrange(10**9):09d}.{rng.randrange(100):02d}", "price with decimals"),
-    ("价格：{N}元", lambda: f"1{rng.choice('3456789')}{rng.randrange(10**9):09d}.50", "phone-like price with decimals"),
+    (
+        "合同金额{N}元",
+        lambda: f"{rng.choice('3456789')}{rng.randrange(10**9):09d}.{rng.randrange(100):02d}",
+        "price with decimals",
+    ),
+    (
+        "价格：{N}元",
+        lambda: f"1{rng.choice('3456789')}{rng.randrange(10**9):09d}.50",
+        "phone-like price with decimals",
+    ),
     ("座机010-{N}", lambda: f"{rng.randrange(10**8):08d}", "Beijing landline"),
     ("编号{N}", lambda: f"1{rng.choice('3456789')}{rng.randrange(10**8):08d}", "10-digit phone-like number"),
-    ("编号{N}", lambda: f"1{rng.choice('3456789')}{rng.randrange(10**10):010d}", "12-digit phone-like number"),
+    (
+        "编号{N}",
+        lambda: f"1{rng.choice('3456789')}{rng.randrange(10**10):010d}",
+        "12-digit phone-like number",
+    ),
     ("卡号{N}无效", lambda: card(valid=False), "card-shaped number failing Luhn"),
-    ("Version {N} released", lambda: f"{rng.randrange(1, 5)}.{rng.randrange(20)}.{rng.randrange(20)}", "3-part version"),
-    ("升级到v{N}", lambda: f"{rng.randrange(1, 5)}.{rng.randrange(10)}.{rng.randrange(10)}.{rng.randrange(10)}", "4-part version after v"),
-    ("地址 {N}", lambda: f"{rng.randrange(256, 999)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}", "octet out of range"),
+    (
+        "Version {N} released",
+        lambda: f"{rng.randrange(1, 5)}.{rng.randrange(20)}.{rng.randrange(20)}",
+        "3-part version",
+    ),
+    (
+        "升级到v{N}",
+        lambda: f"{rng.randrange(1, 5)}.{rng.randrange(10)}.{rng.randrange(10)}.{rng.randrange(10)}",
+        "4-part version after v",
+    ),
+    (
+        "地址 {N}",
+        lambda: f"{rng.randrange(256, 999)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}",
+        "octet out of range",
+    ),
     ("日期 {N}", lambda: f"2023{rng.randrange(1, 13):02d}{rng.randrange(1, 29):02d}", "compact date"),
     ("型号E{N}", lambda: f"{rng.randrange(10**6):06d}", "E + 6 digits product code"),
     ("发票号码{N}", lambda: f"{rng.randrange(10**19):020d}", "20-digit invoice number"),
@@ -213,11 +259,19 @@ def generated() -> list[dict[str, Any]]:
     for kind, templates in TEMPLATES.items():
         for i in range(30):
             value, _ = positive(kind)
-            cases.append(case(templates[i % len(templates)].replace("{X}", value), [(kind, value)], f"{kind} in a sentence"))
+            cases.append(
+                case(
+                    templates[i % len(templates)].replace("{X}", value),
+                    [(kind, value)],
+                    f"{kind} in a sentence",
+                )
+            )
     for _ in range(40):  # several entities in one text
         kinds = rng.sample(list(TEMPLATES), 3)
         values = [positive(k) for k in kinds]
-        text = "客户信息：" + "；".join(f"{k}={v}" if rng.random() < 0.3 else f"{v}" for v, k in values) + "。"
+        text = (
+            "客户信息：" + "；".join(f"{k}={v}" if rng.random() < 0.3 else f"{v}" for v, k in values) + "。"
+        )
         cases.append(case(text, [(k, v) for v, k in values], "several entities"))
     for template, make, note in NEGATIVES:
         for _ in range(6):
@@ -228,7 +282,11 @@ def generated() -> list[dict[str, Any]]:
 def handwritten() -> list[dict[str, Any]]:
     good_id = id_number()
     return [
-        case(f"身份证号{good_id}电话13912345678", [("id_card", good_id), ("phone", "13912345678")], "entities touching CJK and each other's neighbours"),
+        case(
+            f"身份证号{good_id}电话13912345678",
+            [("id_card", good_id), ("phone", "13912345678")],
+            "entities touching CJK and each other's neighbours",
+        ),
         case("邮箱13812345678@163.com", [("email", "13812345678@163.com")], "phone-shaped email local part"),
         case("手机号:(+86)139-0000-1234", [("phone", "(+86)139-0000-1234")], "(+86) prefix"),
         case("Tel:+8613900001234.", [("phone", "+8613900001234")], "+86 without a space"),
@@ -236,11 +294,23 @@ def handwritten() -> list[dict[str, Any]]:
         case("价格13912345678.50元", [], "phone-like price"),
         case("¥13912345678", [], "currency before a phone-shaped number"),
         case("IP 192.168.1.1.", [("ipv4", "192.168.1.1")], "IP at sentence end"),
-        case("IP是10.0.0.1，掩码255.255.255.0", [("ipv4", "10.0.0.1"), ("ipv4", "255.255.255.0")], "IP and mask"),
-        case("护照 E12345678 与 G87654321", [("passport", "E12345678"), ("passport", "G87654321")], "two passports"),
+        case(
+            "IP是10.0.0.1，掩码255.255.255.0",
+            [("ipv4", "10.0.0.1"), ("ipv4", "255.255.255.0")],
+            "IP and mask",
+        ),
+        case(
+            "护照 E12345678 与 G87654321",
+            [("passport", "E12345678"), ("passport", "G87654321")],
+            "two passports",
+        ),
         case("passport number: 533380006", [("passport", "533380006")], "foreign passport after the keyword"),
         case("护照号码是AB1234567", [("passport", "AB1234567")], "foreign passport after a Chinese keyword"),
-        case("卡号 6222 0212 3456 7890 128", [("bank_card", "6222 0212 3456 7890 128")], "grouped 19-digit card"),
+        case(
+            "卡号 6222 0212 3456 7890 128",
+            [("bank_card", "6222 0212 3456 7890 128")],
+            "grouped 19-digit card",
+        ),
         case("4111-1111-1111-1111", [("bank_card", "4111-1111-1111-1111")], "dashed Visa test card"),
         case("订单号110105194912310021已取消", [], "ID-shaped, wrong check digit"),
         case("110105194913310021", [], "month 13"),
@@ -252,9 +322,17 @@ def handwritten() -> list[dict[str, Any]]:
         case("请联系 support@公司.中国", [], "internationalised domain (not supported, not labelled)"),
         case("电话：138 1234 5678 转 8001", [("phone", "138 1234 5678")], "extension after the number"),
         # Known misses, kept so the recall is honest:
-        case(f"身份证 {good_id[:6]} {good_id[6:14]} {good_id[14:]}", [("id_card", f"{good_id[:6]} {good_id[6:14]} {good_id[14:]}")], "spaced ID (not detected)"),
+        case(
+            f"身份证 {good_id[:6]} {good_id[6:14]} {good_id[14:]}",
+            [("id_card", f"{good_id[:6]} {good_id[6:14]} {good_id[14:]}")],
+            "spaced ID (not detected)",
+        ),
         case("护照号e12345678", [("passport", "e12345678")], "lower-case passport after the keyword"),
-        case("手机１３９１２３４５６７８", [("phone", "１３９１２３４５６７８")], "full-width digits (not detected)"),
+        case(
+            "手机１３９１２３４５６７８",
+            [("phone", "１３９１２３４５６７８")],
+            "full-width digits (not detected)",
+        ),
     ]
 
 
@@ -294,7 +372,9 @@ INJECTIONS = [
 
 def main() -> None:
     cases = generated() + handwritten()
-    cases += [{"text": text, "entities": [], "injection": label, "note": "injection"} for text, label in INJECTIONS]
+    cases += [
+        {"text": text, "entities": [], "injection": label, "note": "injection"} for text, label in INJECTIONS
+    ]
     with OUT.open("w", encoding="utf-8") as out:
         for item in cases:
             out.write(json.dumps(item, ensure_ascii=False) + "\n")

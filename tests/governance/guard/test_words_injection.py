@@ -49,7 +49,12 @@ def test_attacks_score_high(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["Please ignore typos in my essay.", "请忽略邮件中的错别字，帮我润色。", "忘记密码怎么办？", "请扮演面试官。"],
+    [
+        "Please ignore typos in my essay.",
+        "请忽略邮件中的错别字，帮我润色。",
+        "忘记密码怎么办？",
+        "请扮演面试官。",
+    ],
 )
 def test_ordinary_prompts_score_low(text: str) -> None:
     assert injection_score(text).score < 0.7
