@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from fastapi.routing import APIRoute
 
-from stratum.gateway.routes import admin, datasets
+from stratum.gateway.routes import admin, datasets, guard
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from tests.gateway.conftest import Gateway
 
@@ -30,10 +30,15 @@ BODIES = {
     ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets/{dataset}/versions/{version}/review"): [
         {"row_index": 0, "decision": "accept"}
     ],
+    ("PATCH", "/admin/v1/orgs/{org}/projects/{project}/guard"): {"injection": "block"},
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/guard/words"): {"add": ["词"]},
+    ("PATCH", "/admin/v1/guard/default"): {"injection": "block"},
+    ("POST", "/admin/v1/guard/default/words"): {"add": ["词"]},
+    ("POST", "/admin/v1/guard/scan"): {"text": "x"},
 }
 ADMIN_ROUTES = sorted(
     (method, route.path)
-    for router in (admin.router, datasets.router)
+    for router in (admin.router, datasets.router, guard.router)
     for route in router.routes
     if isinstance(route, APIRoute)
     for method in route.methods
@@ -79,6 +84,10 @@ def test_every_admin_route_is_covered() -> None:
         ("GET", "/admin/v1/audit"),
         ("GET", "/admin/v1/prices"),
         ("PUT", "/admin/v1/prices/{model:path}"),
+        ("GET", "/admin/v1/guard/default"),
+        ("PATCH", "/admin/v1/guard/default"),
+        ("POST", "/admin/v1/guard/default/words"),
+        ("POST", "/admin/v1/guard/scan"),
     }
 
 
@@ -208,3 +217,19 @@ def test_prices_are_set_by_platform_admins(gateway: Gateway, tenants: dict[str, 
     assert mismatch.status_code == 400
     listed = gateway.client.get("/admin/v1/prices", headers=org_admin).json()
     assert listed == [{"model": "qwen/中文", "input_per_1k": "0.100000", "output_per_1k": "0.200000"}]
+
+
+@pytest.mark.parametrize("who", ["developer", "viewer", "org_admin"])
+def test_guard_scan_and_defaults_stay_in_the_tenant(
+    gateway: Gateway, tenants: dict[str, object], who: str
+) -> None:
+    key = tenants["keys"][who]  # type: ignore[index]
+    headers = {"authorization": f"Bearer {key}"}
+    for project in ("org-b/proj-b", "org-b/no-such-project"):
+        scan = gateway.client.post(
+            "/admin/v1/guard/scan", json={"text": "x", "project": project}, headers=headers
+        )
+        assert scan.status_code == 403 and "proj-b" not in scan.text
+    for method, path in (("GET", "/admin/v1/guard/default"), ("PATCH", "/admin/v1/guard/default")):
+        response = _call(gateway, method, path, key)
+        assert response.status_code == 403 and response.json()["error"]["rule"].startswith("rbac.")

@@ -1,4 +1,4 @@
-"""``stratum audit verify|list``: check the audit log's hash chain and read its entries."""
+"""``stratum audit verify|list|prune``: check the hash chain, read entries, prune old ones."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from stratum.cli.output import CliError, print_json, print_table
-from stratum.cli.store import audit_service
+from stratum.cli.store import audit_service, cli_actor
 
 app = typer.Typer(
     help="The hash-chained audit log of admin actions and inference requests.", no_args_is_help=True
@@ -25,7 +25,8 @@ def verify(
     if as_json:
         print_json(result.model_dump(mode="json"))
     elif result.ok:
-        typer.echo(f"OK: {result.count} audit entries, chain intact")
+        since = f" since the prune checkpoint at entry {result.checkpoint_id}" if result.checkpoint_id else ""
+        typer.echo(f"OK: {result.count} audit entries, chain intact{since}")
     else:
         typer.echo(
             f"BROKEN at entry {result.broken_id}: {result.reason} ({result.count} entries verified before it)"
@@ -83,3 +84,30 @@ def list_entries(
     print_table(
         rows, ("id", "at", "actor", "action", "target", "hash"), title="audit log", empty="no audit entries"
     )
+
+
+@app.command("prune")
+def prune(
+    older_than: Annotated[
+        int | None,
+        typer.Option("--older-than", min=1, help="Days to keep (default: STRATUM_AUDIT_RETENTION_DAYS)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Delete entries older than the retention, behind a checkpoint that keeps `verify` working."""
+    from datetime import timedelta
+
+    from stratum.settings import Settings
+    from stratum.storage.db import utcnow
+
+    days = older_than if older_than is not None else Settings().audit_retention_days
+    if days is None:
+        raise CliError("give --older-than DAYS or set STRATUM_AUDIT_RETENTION_DAYS", exit_code=2)
+    with audit_service() as service:
+        result = service.prune(before=utcnow() - timedelta(days=days), actor=cli_actor())
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+    elif result.pruned:
+        typer.echo(f"pruned {result.pruned} audit entries (through entry {result.through_id})")
+    else:
+        typer.echo(f"nothing older than {days} days to prune")

@@ -13,6 +13,7 @@
     stratum compress …         INT8 quantization, pruning, distillation, ONNX export of a version
     stratum eval …             eval suites per model version, paired comparison, release gates
     stratum data …             datasets: import, versions, transforms, review
+    stratum guard …            content safety: scan, policy, sensitive words
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -27,6 +28,7 @@ import typer
 from stratum import __version__
 from stratum.cli import audit, chat, compress, evals, keys, models, prices, serve, tenancy, usage
 from stratum.cli import audit, chat, data, keys, models, prices, serve, tenancy, usage
+from stratum.cli import audit, chat, guard, keys, models, prices, serve, tenancy, usage
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 
@@ -97,6 +99,7 @@ app.add_typer(prices.app, name="prices")
 app.add_typer(evals.app, name="eval")
 app.add_typer(compress.app, name="compress")
 app.add_typer(data.app, name="data")
+app.add_typer(guard.app, name="guard")
 
 
 def run() -> None:

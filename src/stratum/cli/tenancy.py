@@ -129,7 +129,7 @@ def set_limits(
     from stratum.governance.schemas import LimitsUpdate
 
     sent = {"token_budget": token_budget, "cost_budget": _money(cost_budget), "rpm": rpm, "tpm": tpm}
-    update = LimitsUpdate(**{k: v for k, v in sent.items() if v is not None})
+    update = LimitsUpdate.model_validate({k: v for k, v in sent.items() if v is not None})
     with tenancy_service() as tenancy:
         project = tenancy.set_project_limits(path, update, actor=cli_actor())
     if as_json:

@@ -139,7 +139,8 @@ class TenancyService:
 
     def get_project(self, path: str) -> ProjectPublic:
         with self._db.session(write=False) as session:
-            return project_public(*reversed(find_project(session, path)))
+            org, project = find_project(session, path)
+            return project_public(project, org)
 
     def set_project_limits(
         self, path: str, update: LimitsUpdate, *, actor: str = audit.LOCAL_ACTOR

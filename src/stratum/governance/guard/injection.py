@@ -58,6 +58,12 @@ _PATTERNS: tuple[tuple[str, float, str], ...] = (
         r"(?:输出|打印|显示|告诉我|泄露|重复|透露|说出|给我看|展示)(?:一下)?(?:你的|你)?(?:完整的|原始的|隐藏的|全部)?"
         r"(?:系统提示词?|系统指令|系统消息|初始指令|初始提示|隐藏指令|提示词|system\s*prompt)",
     ),
+    (
+        "system_prompt_exfiltration_zh_object_first",
+        0.75,
+        r"(?:系统提示词?|system\s*prompt|系统指令|初始指令|隐藏指令).{0,8}(?:原样|完整|全部|逐字)?"
+        r"(?:打印|输出|显示|告诉我|发给我|复述|贴出来)",
+    ),
     ("repeat_above", 0.6, r"repeat\s+(?:the\s+|all\s+|everything\s+)*(?:words|text)?\s*above"),
     # Jailbreak personas and modes.
     ("dan_jailbreak", 0.8, r"\bDAN\b|do\s+anything\s+now|jailbr(?:ea|o)k|越狱"),
@@ -68,7 +74,7 @@ _PATTERNS: tuple[tuple[str, float, str], ...] = (
     ),
     (
         "no_restrictions",
-        0.5,
+        0.55,
         r"(?:without|no|free\s+(?:of|from))\s+(?:any\s+)?(?:restrictions|limitations|filters|rules|"
         r"censorship|guidelines)|不受(?:任何)?(?:限制|约束|规则)|没有(?:任何)?(?:限制|约束|道德)|"
         r"不(?:需要|必)?遵守(?:任何)?(?:规则|限制|政策)",
@@ -80,6 +86,7 @@ _PATTERNS: tuple[tuple[str, float, str], ...] = (
         r"(?:you\s+are|you're|to\s+be)|you\s+are\s+now|假装你是|扮演|从现在开始你是|你现在是",
     ),
     ("new_instructions", 0.45, r"new\s+instructions?\s*:|新的?指令\s*[:：]|system\s*:\s|###\s*system"),
+    ("chat_template_role", 0.75, r"<\|im_start\|>\s*system|<\|start_header_id\|>\s*system"),
     ("fake_delimiter", 0.4, r"<\|im_start\|>|<\|system\|>|\[/?INST\]|<</?SYS>>|<\|endoftext\|>"),
 )
 _COMPILED = tuple((name, weight, re.compile(pattern, re.IGNORECASE)) for name, weight, pattern in _PATTERNS)

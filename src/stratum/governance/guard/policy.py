@@ -113,6 +113,8 @@ class ScanResult(BaseModel):
     words: list[WordHitOut]
     injection_score: float
     injection_signals: list[str]
-    # What the project's policy would do with this text as a prompt: allow, mask, flag or block.
+    # What the project's policy would do with this text as a prompt: block (with the rule), else
+    # flag, else mask, else allow; ``actions`` lists every action it would take.
     decision: str
+    actions: list[str]
     rule: str | None = None

@@ -292,10 +292,10 @@ class GuardService:
         except ContentBlocked as blocked:
             decision, rule = "block", blocked.rule
         else:
-            if "mask" in findings.actions:
-                decision = "mask"
-            elif "flag" in findings.actions:
-                decision = "flag"
+            for action in ("flag", "mask"):
+                if action in findings.actions:
+                    decision = action
+                    break
         return ScanResult(
             entities=[EntityOut(type=e.type, start=e.start, end=e.end, text=e.text) for e in entities],
             masked=masked,
@@ -303,5 +303,6 @@ class GuardService:
             injection_score=scored.score,
             injection_signals=[s.name for s in scored.signals],
             decision=decision,
+            actions=sorted(findings.actions),
             rule=rule,
         )
