@@ -11,13 +11,14 @@ import anyio
 from fastapi import FastAPI
 
 from stratum import __version__
-from stratum.gateway import errors
+from stratum.engine.upstream import shared_client
+from stratum.gateway import dispatch, errors
 from stratum.gateway.bootstrap import register_builtin_models
 from stratum.gateway.metering import SettleMiddleware
 from stratum.gateway.metrics import Metrics
 from stratum.gateway.middleware import RequestIdMiddleware
 from stratum.gateway.pool import EngineFactory, ModelPool, default_factory
-from stratum.gateway.routes import admin, chat, completions, embeddings, health, models
+from stratum.gateway.routes import admin, chat, completions, embeddings, health, models, routing
 from stratum.gateway.state import AppState
 from stratum.governance.audit import AuditService
 from stratum.governance.counters import CounterStore, StoreCounters
@@ -54,12 +55,14 @@ def create_app(
         await anyio.to_thread.run_sync(db.migrate)
         registry = RegistryService(db)
         quota_counters = counters or await anyio.to_thread.run_sync(_counters_from_settings, settings, db)
+        # One HTTP/2-capable connection pool for every upstream engine.
+        http = shared_client(timeout=settings.upstream_timeout, http2=settings.upstream_http2)
         state = AppState(
             settings=settings,
             db=db,
             registry=registry,
             keys=KeyService(db),
-            pool=ModelPool(registry, engine_factory or default_factory(settings)),
+            pool=ModelPool(registry, engine_factory or default_factory(settings, http=http)),
             metrics=Metrics(),
             tenancy=TenancyService(db),
             policies=PolicyService(db),
@@ -72,8 +75,10 @@ def create_app(
         state.preload = await anyio.to_thread.run_sync(register_builtin_models, settings, registry)
         for name in state.preload:
             await (state.pool.encoder(name) if _is_encoder(state, name) else state.pool.text_engine(name))
+        state.routing = await dispatch.start_routing(state)
         state.ready = True
         pruner = asyncio.create_task(_prune(state.pool))
+        health = asyncio.create_task(dispatch.health_loop(state))
         counter_pruner = asyncio.create_task(_prune_counters(state.quotas))
         if on_ready is not None:
             on_ready(state)
@@ -82,7 +87,10 @@ def create_app(
         finally:
             pruner.cancel()
             counter_pruner.cancel()
+            health.cancel()
             await state.pool.close()
+            await http.aclose()
+            dispatch.stop_routing(state)
             if counters is None and isinstance(quota_counters, RedisCounterStore):
                 quota_counters.close()
             db.dispose()
@@ -103,6 +111,8 @@ def create_app(
         embeddings.router,
         health.router,
         admin.router,
+        routing.router,
+        routing.client_router,
     ):
         app.include_router(router)
     return app

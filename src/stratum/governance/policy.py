@@ -46,6 +46,14 @@ ACTIONS = (
     "audit.read",
     "prices.read",
     "prices.write",
+    # routing: routes and fallback chains, responder rules, the hand-off queue, the response cache
+    "routes.read",
+    "routes.write",
+    "rules.read",
+    "rules.write",
+    "queue.read",
+    "queue.write",
+    "cache.write",
 )
 _USE = (*INFERENCE, "models.read")
 
