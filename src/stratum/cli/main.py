@@ -10,6 +10,9 @@
     stratum usage ORG/PROJECT  requests and tokens of a project
     stratum audit verify|list  the hash-chained audit log
     stratum prices set|list    model prices per 1k tokens
+    stratum routes …           routes: backends, bursts, fallback chains (set, list, remove)
+    stratum rules …            responder rules for fallback chains (set, list, remove)
+    stratum queue …            the human hand-off queue (list, show, answer)
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -22,7 +25,7 @@ from typing import Annotated
 import typer
 
 from stratum import __version__
-from stratum.cli import audit, chat, keys, models, prices, serve, tenancy, usage
+from stratum.cli import audit, chat, keys, models, prices, routing, serve, tenancy, usage
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 
@@ -90,6 +93,9 @@ app.add_typer(keys.app, name="keys")
 app.command("usage")(usage.usage)
 app.add_typer(audit.app, name="audit")
 app.add_typer(prices.app, name="prices")
+app.add_typer(routing.routes_app, name="routes")
+app.add_typer(routing.rules_app, name="rules")
+app.add_typer(routing.queue_app, name="queue")
 
 
 def run() -> None:
