@@ -81,6 +81,42 @@ class Settings(BaseSettings):
     def pinned_model_refs(self) -> list[str]:
         return [ref.strip() for ref in self.pinned_models.split(",") if ref.strip()]
 
+    # --- routing, fallback and response cache (stratum.routing, stratum.cache) ---
+    upstream_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Upstream retries on connect errors, 5xx and 429, before any byte.",
+    )
+    upstream_backoff: float = Field(
+        default=0.25, ge=0, description="First retry delay in seconds; doubles per attempt, with jitter."
+    )
+    upstream_http2: bool = Field(default=True, description="Offer HTTP/2 to upstreams (shared pool).")
+    circuit_failures: int = Field(
+        default=5, ge=1, description="Consecutive failures that open a backend's circuit."
+    )
+    circuit_open_s: float = Field(
+        default=30.0, gt=0, description="Seconds an open circuit rejects before one half-open trial."
+    )
+    health_interval: float = Field(
+        default=15.0, ge=0, description="Seconds between upstream health checks; 0 turns them off."
+    )
+    burst_queue: int = Field(
+        default=8, ge=0, description="Local queue length past which a route bursts to its next priority."
+    )
+    fallback_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for a backend's first token before falling back."
+    )
+    cache: bool = Field(default=True, description="Exact response cache for deterministic requests.")
+    cache_ttl: float = Field(default=600.0, gt=0, description="Seconds a cached response stays valid.")
+    cache_entries: int = Field(default=10_000, ge=1, description="Responses the in-process cache keeps.")
+    semantic_cache: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Cosine similarity for semantic cache hits (per project and version); unset: off.",
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

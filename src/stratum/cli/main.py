@@ -14,6 +14,9 @@
     stratum eval …             eval suites per model version, paired comparison, release gates
     stratum data …             datasets: import, versions, transforms, review
     stratum guard …            content safety: scan, policy, sensitive words
+    stratum routes …           routes: backends, bursts, fallback chains (set, list, remove)
+    stratum rules …            responder rules for fallback chains (set, list, remove)
+    stratum queue …            the human hand-off queue (list, show, answer)
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -26,9 +29,21 @@ from typing import Annotated
 import typer
 
 from stratum import __version__
-from stratum.cli import audit, chat, compress, evals, keys, models, prices, serve, tenancy, usage
-from stratum.cli import audit, chat, data, keys, models, prices, serve, tenancy, usage
-from stratum.cli import audit, chat, guard, keys, models, prices, serve, tenancy, usage
+from stratum.cli import (
+    audit,
+    chat,
+    compress,
+    data,
+    evals,
+    guard,
+    keys,
+    models,
+    prices,
+    routing,
+    serve,
+    tenancy,
+    usage,
+)
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 
@@ -100,6 +115,9 @@ app.add_typer(evals.app, name="eval")
 app.add_typer(compress.app, name="compress")
 app.add_typer(data.app, name="data")
 app.add_typer(guard.app, name="guard")
+app.add_typer(routing.routes_app, name="routes")
+app.add_typer(routing.rules_app, name="rules")
+app.add_typer(routing.queue_app, name="queue")
 
 
 def run() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +22,23 @@ from stratum.errors import InvalidRequest, RateLimited, StratumError, UpstreamEr
 
 _RETRIES = 2  # attempts after the first; enough to ride out a restart, short enough to fail fast
 _BACKOFF_S = 0.25
+_HEALTH_TIMEOUT_S = 5.0
+
+
+def shared_client(*, timeout: float = 60.0, http2: bool = True) -> httpx.AsyncClient:
+    """One connection pool for every upstream: keep-alive (and HTTP/2 multiplexing where the
+    upstream speaks it over TLS) is shared instead of each engine opening its own connections."""
+    try:
+        import h2  # noqa: F401
+    except ImportError:  # httpx[http2] not installed: stay on HTTP/1.1
+        http2 = False
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+        http2=http2,
+    )
+
+
 _FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
 
 
@@ -35,6 +53,9 @@ class UpstreamEngine:
         api_key_env: str | None = None,
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        client: httpx.AsyncClient | None = None,
+        retries: int = _RETRIES,
+        backoff_s: float = _BACKOFF_S,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -42,7 +63,10 @@ class UpstreamEngine:
         self.timeout = timeout
         self.info = ModelInfo(extra={"upstream": self.base_url, "upstream_model": model})
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        # A shared client (``shared_client``) is owned by the caller and never closed here.
+        self._owns_client = client is None
+        self._client: httpx.AsyncClient | None = client
+        self.retries, self.backoff_s = retries, backoff_s
         self._in_flight = 0
 
     async def start(self) -> None:
@@ -54,9 +78,23 @@ class UpstreamEngine:
             )
 
     async def close(self) -> None:
-        if self._client is not None:
+        if self._client is not None and self._owns_client:
             await self._client.aclose()
             self._client = None
+
+    async def check_health(self) -> bool:
+        """``GET {base_url}/models`` answers below 500 in time (401/404 still mean "reachable")."""
+        if self._client is None:
+            await self.start()
+        assert self._client is not None
+        try:
+            headers = self._headers()
+            response = await self._client.get(
+                f"{self.base_url}/models", headers=headers, timeout=_HEALTH_TIMEOUT_S
+            )
+        except (httpx.HTTPError, StratumError):
+            return False
+        return response.status_code < 500
 
     @property
     def queue_depth(self) -> int:
@@ -115,21 +153,38 @@ class UpstreamEngine:
 
     def _open(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> _RetryingStream:
         assert self._client is not None
-        return _RetryingStream(self._client, f"{self.base_url}{path}", body, headers)
+        return _RetryingStream(
+            self._client,
+            f"{self.base_url}{path}",
+            body,
+            headers,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+        )
 
 
 class _RetryingStream:
     """Opens the streaming POST, retrying connect errors, 429 and 5xx before any byte arrived."""
 
-    def __init__(self, client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]):
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        *,
+        retries: int = _RETRIES,
+        backoff_s: float = _BACKOFF_S,
+    ):
         self._client, self._url, self._body, self._headers = client, url, body, headers
+        self._retries, self._backoff_s = retries, backoff_s
         self._context: Any = None
 
     async def __aenter__(self) -> httpx.Response:
         last: StratumError | None = None
-        for attempt in range(_RETRIES + 1):
+        for attempt in range(self._retries + 1):
             if attempt:
-                await asyncio.sleep(_BACKOFF_S * 2 ** (attempt - 1))
+                await asyncio.sleep(backoff_delay(self._backoff_s, attempt))
             context = self._client.stream("POST", self._url, json=self._body, headers=self._headers)
             try:
                 response = await context.__aenter__()
@@ -154,6 +209,13 @@ class _RetryingStream:
     async def __aexit__(self, *exc: object) -> None:
         if self._context is not None:
             await self._context.__aexit__(*exc)
+
+
+def backoff_delay(base_s: float, attempt: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff with "equal jitter": uniform in [c/2, c] for c = base * 2**(attempt-1), so
+    clients retrying after a shared hiccup do not come back in lock-step."""
+    ceiling = base_s * 2 ** (attempt - 1)
+    return (rng or random).uniform(ceiling / 2, ceiling)
 
 
 def _upstream_error(response: httpx.Response) -> StratumError:

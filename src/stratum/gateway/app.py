@@ -11,13 +11,24 @@ import anyio
 from fastapi import FastAPI
 
 from stratum import __version__
-from stratum.gateway import errors, retention
+from stratum.engine.upstream import shared_client
+from stratum.gateway import dispatch, errors, retention
 from stratum.gateway.bootstrap import register_builtin_models
 from stratum.gateway.metering import SettleMiddleware
 from stratum.gateway.metrics import Metrics
 from stratum.gateway.middleware import RequestIdMiddleware
 from stratum.gateway.pool import EngineFactory, ModelPool, default_factory
-from stratum.gateway.routes import admin, chat, completions, datasets, embeddings, guard, health, models
+from stratum.gateway.routes import (
+    admin,
+    chat,
+    completions,
+    datasets,
+    embeddings,
+    guard,
+    health,
+    models,
+    routing,
+)
 from stratum.gateway.state import AppState
 from stratum.governance.audit import AuditService
 from stratum.governance.audit_writer import AuditWriter
@@ -57,6 +68,8 @@ def create_app(
         registry = RegistryService(db)
         quota_counters = counters or await anyio.to_thread.run_sync(_counters_from_settings, settings, db)
         metrics = Metrics()
+        # One HTTP/2-capable connection pool for every upstream engine.
+        http = shared_client(timeout=settings.upstream_timeout, http2=settings.upstream_http2)
         state = AppState(
             settings=settings,
             db=db,
@@ -64,7 +77,7 @@ def create_app(
             keys=KeyService(db),
             pool=ModelPool(
                 registry,
-                engine_factory or default_factory(settings),
+                engine_factory or default_factory(settings, http=http),
                 cache_bytes=settings.model_cache_bytes,
                 pinned=settings.pinned_model_refs,
                 metrics=metrics,
@@ -84,8 +97,10 @@ def create_app(
         for name in state.preload:
             await (state.pool.encoder(name) if _is_encoder(state, name) else state.pool.text_engine(name))
         await state.pool.preload_pinned()
+        state.routing = await dispatch.start_routing(state)
         state.ready = True
         pruner = asyncio.create_task(_prune(state.pool))
+        health = asyncio.create_task(dispatch.health_loop(state))
         counter_pruner = asyncio.create_task(_prune_counters(state.quotas))
         audit_pruner = asyncio.create_task(retention.prune_periodically(state.audit, settings))
         if on_ready is not None:
@@ -96,7 +111,10 @@ def create_app(
             pruner.cancel()
             counter_pruner.cancel()
             audit_pruner.cancel()
+            health.cancel()
             await state.pool.close()
+            await http.aclose()
+            dispatch.stop_routing(state)
             # After the engines: requests still finishing have settled; write their records.
             await anyio.to_thread.run_sync(state.audit_writer.close)
             if counters is None and isinstance(quota_counters, RedisCounterStore):
@@ -121,6 +139,8 @@ def create_app(
         admin.router,
         datasets.router,
         guard.router,
+        routing.router,
+        routing.client_router,
     ):
         app.include_router(router)
     return app

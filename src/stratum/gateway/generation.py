@@ -88,6 +88,28 @@ class Generation:
                 _close_soon(stream)
             raise
 
+    async def prime(self, timeout_s: float | None = None) -> None:
+        """Wait for every sequence's first chunk before the response starts.
+
+        A backend that fails or stalls before its first token can then still be replaced (routing
+        and fallback chains); the chunks read here are replayed by ``collect``/``stream``. On any
+        failure (``TimeoutError`` after ``timeout_s``) every sequence is closed.
+        """
+        primed: list[AsyncIterator[GenerationChunk]] = []
+        try:
+            async with asyncio.timeout(timeout_s):
+                for stream in self._streams:
+                    try:
+                        first: GenerationChunk | None = await anext(stream)
+                    except StopAsyncIteration:
+                        first = None
+                    primed.append(_replaying(first, stream))
+        except BaseException:
+            for stream in self._streams:
+                await _close(stream)
+            raise
+        self._streams = primed
+
     @property
     def prompt_tokens(self) -> int:
         per_prompt: dict[int, int] = {}
@@ -177,6 +199,26 @@ class Generation:
         )
         if self.on_finish is not None:
             self.on_finish(self.prompt_tokens, self.completion_tokens)
+
+
+class _replaying:  # noqa: N801  (used like the async generator it replaces)
+    """The primed first chunk, then the rest of the stream; closing closes the underlying stream
+    even if iteration never started (an unstarted async generator would skip its ``finally``)."""
+
+    def __init__(self, first: GenerationChunk | None, rest: AsyncIterator[GenerationChunk]) -> None:
+        self._first, self._rest = first, rest
+
+    def __aiter__(self) -> _replaying:
+        return self
+
+    async def __anext__(self) -> GenerationChunk:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return await anext(self._rest)
+
+    async def aclose(self) -> None:
+        await _close(self._rest)
 
 
 async def _close(stream: AsyncIterator[GenerationChunk]) -> None:

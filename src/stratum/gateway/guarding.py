@@ -113,6 +113,22 @@ class Guarded:
                 choice.finish_reason = "content_filter"
             self._count(masker)
 
+    def masked_copies(self, choices: list[ChoiceResult]) -> list[ChoiceResult]:
+        """What may be stored (response cache) after a stream: masked like the client saw it."""
+        if not self.guard.masks_responses:
+            return choices
+        copies = []
+        for choice in choices:
+            masker = self.guard.response_masker()
+            text = masker.feed(choice.text) + masker.finish()
+            cut = masker.hit_block is not None
+            copies.append(
+                dataclasses.replace(
+                    choice, text=text, finish_reason="content_filter" if cut else choice.finish_reason
+                )
+            )
+        return copies
+
     async def stream(
         self, pieces: AsyncIterator[tuple[int, GenerationChunk]], *, choices: int
     ) -> AsyncIterator[tuple[int, GenerationChunk]]:

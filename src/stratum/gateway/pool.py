@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import anyio
+import httpx
 
 from stratum.engine.base import Encoder, GenerationChunk, GenerationRequest, ModelInfo, TextEngine
 from stratum.engine.local import LocalEngine
@@ -34,7 +35,9 @@ log = logging.getLogger(__name__)
 EngineFactory = Callable[[ModelVersionPublic], TextEngine | Encoder]
 
 
-def default_factory(settings: Settings) -> EngineFactory:
+def default_factory(settings: Settings, *, http: httpx.AsyncClient | None = None) -> EngineFactory:
+    """``http``: the shared upstream connection pool (``engine.upstream.shared_client``)."""
+
     def build(version: ModelVersionPublic) -> TextEngine | Encoder:
         if version.kind == "embedding":
             from stratum.engine.embeddings import BUILTIN_ENCODER_SOURCE, load_encoder
@@ -47,6 +50,9 @@ def default_factory(settings: Settings) -> EngineFactory:
                 model=version.upstream_model or version.name,
                 api_key_env=version.api_key_env,
                 timeout=settings.upstream_timeout,
+                client=http,
+                retries=settings.upstream_retries,
+                backoff_s=settings.upstream_backoff,
             )
         if version.artifact_uri is None:
             raise InvalidRequest(f"model version {version.ref} has no artifact to load")

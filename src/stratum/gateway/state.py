@@ -17,6 +17,7 @@ from stratum.governance.service import KeyService, Principal
 from stratum.governance.tenancy import TenancyService
 from stratum.governance.usage import UsageService
 from stratum.registry.service import RegistryService
+from stratum.routing import RoutingServices
 from stratum.settings import Settings
 from stratum.storage.db import Database
 
@@ -42,3 +43,5 @@ class AppState:
     ready: bool = False
     # Verified keys by SHA-256 of the key: a revoked key stops working within a second.
     principals: TTLCache[bytes, Principal] = field(default_factory=lambda: TTLCache(ttl=1.0))
+    # Routes, fallback chains, hand-off queue and response cache (built by create_app).
+    routing: RoutingServices | None = None

@@ -54,6 +54,14 @@ ACTIONS = (
     # Datasets (stratum.data), owned by a project.
     "datasets.read",
     "datasets.write",
+    # routing: routes and fallback chains, responder rules, the hand-off queue, the response cache
+    "routes.read",
+    "routes.write",
+    "rules.read",
+    "rules.write",
+    "queue.read",
+    "queue.write",
+    "cache.write",
 )
 _USE = (*INFERENCE, "models.read")
 

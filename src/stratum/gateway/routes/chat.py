@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from stratum.engine.base import GenerationRequest
 from stratum.errors import StratumError, UnsupportedFeature
-from stratum.gateway.deps import ContextDep, Permit, StateDep
-from stratum.gateway.generation import Generation, sampling_params
+from stratum.gateway import cached
+from stratum.gateway.deps import ContextDep, Permit, RequestContext, StateDep
+from stratum.gateway.dispatch import FALLBACK_HEADER, Dispatched, dispatch
+from stratum.gateway.generation import sampling_params
 from stratum.gateway.guarding import Guarded
-from stratum.gateway.metering import ChatMeter
+from stratum.gateway.metering import ChatMeter, Meter
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
 from stratum.gateway.sse import DONE, error_event, event
 from stratum.protocol.base import Usage, dump, new_id, now
@@ -26,6 +28,7 @@ from stratum.protocol.chat import (
     ChatDelta,
     ChatResponseMessage,
 )
+from stratum.registry.schemas import ModelVersionPublic
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["openai"])
@@ -51,13 +54,13 @@ async def create_chat_completion(
         log.debug("ignoring unknown fields %s", body.unknown_fields())
     recorder = Recorder(state.metrics, endpoint="chat", model=body.model, started=context.started)
     try:
-        version, engine = await state.pool.text_engine(body.model)
-        if body.tools and version.source != "upstream":
-            raise UnsupportedFeature("tools are only supported on upstream models for now", param="tools")
         sent = body.model_dump(exclude_none=True)  # includes unknown fields the client sent
         passthrough = {k: sent[k] for k in _PASSTHROUGH if k in sent}
         guarded = await Guarded.open(state, context, meter)
         messages = await guarded.chat_messages([m.model_dump(exclude_none=True) for m in body.messages])
+        cache = await cached.probe(state, context, model=body.model, messages=messages, params=sent)
+        if cache is not None and cache.hit is not None:
+            return await _cache_hit(body, context, meter, recorder, cache)
         requests = [
             GenerationRequest(
                 request_id=f"{context.request_id}/{i}",
@@ -68,15 +71,18 @@ async def create_chat_completion(
             )
             for i in range(body.n)
         ]
-        generation = Generation(engine, requests, model=version.name, metrics=state.metrics)
-        await meter.admit(generation)
-        generation.start()
+        answer = await dispatch(
+            state, context, meter, model=body.model, requests=requests, accept=_accepts(body)
+        )
+        generation = answer.generation
     except StratumError as error:
         recorder.done(error.status_code)
         raise
-    headers = {VERSION_HEADER: version.ref, "x-request-id": context.request_id}
+    served = answer.version.ref if answer.version else answer.link
+    headers = {VERSION_HEADER: served, "x-request-id": context.request_id, **answer.headers()}
+    headers[cached.CACHE_HEADER] = cache.header if cache is not None else "bypass"
     if body.stream:
-        return sse_response(_chunks(body, generation, recorder, guarded), headers=headers)
+        return sse_response(_chunks(body, answer, recorder, cache, guarded), headers=headers)
     try:
         choices = await generation.collect()
         guarded.choices(choices)
@@ -84,6 +90,7 @@ async def create_chat_completion(
         recorder.done(error.status_code)
         raise
     recorder.done(200)
+    await cached.remember(cache, answer, choices)
     completion = ChatCompletion(
         id=new_id("chatcmpl"),
         created=now(),
@@ -100,12 +107,103 @@ async def create_chat_completion(
         ],
         usage=generation.usage(),
     )
-    return JSONResponse(dump(completion), headers=headers)
+    return JSONResponse({**dump(completion), "stratum": answer.extra()}, headers=headers)
+
+
+def _accepts(body: ChatCompletionRequest) -> Callable[[ModelVersionPublic], None]:
+    def accept(version: ModelVersionPublic) -> None:
+        if body.tools and version.source != "upstream":
+            raise UnsupportedFeature("tools are only supported on upstream models for now", param="tools")
+
+    return accept
+
+
+async def _cache_hit(
+    body: ChatCompletionRequest,
+    context: RequestContext,
+    meter: Meter,
+    recorder: Recorder,
+    cache: cached.CacheProbe,
+) -> JSONResponse | StreamingResponse:
+    """A cached answer: counted for rate limits, billed its prompt tokens and 0 completion tokens."""
+    hit = cache.hit
+    assert hit is not None
+    await meter.admit_tokens(body.model, hit.prompt_tokens, prompt_tokens=hit.prompt_tokens)
+    meter.record(hit.prompt_tokens, 0)
+    usage = Usage(prompt_tokens=hit.prompt_tokens, completion_tokens=0, total_tokens=hit.prompt_tokens)
+    extra = {"cache": hit.hit, "backend": hit.version, "fallback": "none"}
+    headers = {
+        VERSION_HEADER: hit.version,
+        "x-request-id": context.request_id,
+        cached.CACHE_HEADER: "hit",
+        FALLBACK_HEADER: "none",
+    }
+    recorder.done(200)
+    completion_id, created = new_id("chatcmpl"), now()
+    if not body.stream:
+        completion = ChatCompletion(
+            id=completion_id,
+            created=created,
+            model=body.model,
+            choices=[
+                ChatChoice(
+                    index=c.index,
+                    message=ChatResponseMessage(
+                        content=c.text if c.text or not c.tool_calls else None,
+                        tool_calls=c.tool_calls or None,
+                    ),
+                    finish_reason=c.finish_reason,  # type: ignore[arg-type]
+                )
+                for c in hit.choices
+            ],
+            usage=usage,
+        )
+        return JSONResponse({**dump(completion), "stratum": extra}, headers=headers)
+
+    def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> bytes:
+        return event(
+            ChatCompletionChunk(
+                id=completion_id, created=created, model=body.model, choices=choices, usage=usage
+            )
+        )
+
+    async def replay() -> AsyncIterator[bytes]:
+        first = ChatCompletionChunk(
+            id=completion_id,
+            created=created,
+            model=body.model,
+            choices=[
+                ChatChunkChoice(index=c.index, delta=ChatDelta(role="assistant", content=""))
+                for c in hit.choices
+            ],
+        )
+        yield event({**first.model_dump(mode="json"), "stratum": extra})
+        for c in hit.choices:
+            if c.text or c.tool_calls:
+                yield chunk(
+                    [
+                        ChatChunkChoice(
+                            index=c.index,
+                            delta=ChatDelta(content=c.text or None, tool_calls=c.tool_calls or None),
+                        )
+                    ]
+                )
+            yield chunk([ChatChunkChoice(index=c.index, delta=ChatDelta(), finish_reason=c.finish_reason)])  # type: ignore[arg-type]
+        if body.include_usage:
+            yield chunk([], usage=usage)
+        yield DONE
+
+    return sse_response(replay(), headers=headers)
 
 
 async def _chunks(
-    body: ChatCompletionRequest, generation: Generation, recorder: Recorder, guarded: Guarded
+    body: ChatCompletionRequest,
+    answer: Dispatched,
+    recorder: Recorder,
+    cache: cached.CacheProbe | None,
+    guarded: Guarded,
 ) -> AsyncIterator[bytes]:
+    generation = answer.generation
     completion_id, created = new_id("chatcmpl"), now()
 
     def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> bytes:
@@ -116,10 +214,16 @@ async def _chunks(
         )
 
     async with recorder.streaming():
-        # OpenAI opens every choice with a role-only delta.
-        yield chunk(
-            [ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content="")) for i in range(body.n)]
+        # OpenAI opens every choice with a role-only delta; ours also says which link answers.
+        first = ChatCompletionChunk(
+            id=completion_id,
+            created=created,
+            model=body.model,
+            choices=[
+                ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content="")) for i in range(body.n)
+            ],
         )
+        yield event({**first.model_dump(mode="json"), "stratum": answer.extra()})
         try:
             async for index, piece in guarded.stream(generation.stream(), choices=body.n):
                 if piece.text or piece.tool_calls:
@@ -135,6 +239,7 @@ async def _chunks(
             recorder.failed(error.status_code)
             yield error_event(error)
             return
+        await cached.remember(cache, answer, guarded.masked_copies(generation.choices))
         if body.include_usage:
             yield chunk([], usage=generation.usage())
         yield DONE
