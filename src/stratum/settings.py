@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     dtype: Literal["float32", "bfloat16"] = Field(default="float32", description="Weights dtype on CPU.")
     log_level: str = Field(default="INFO", description="Root log level.")
     log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless a TTY.")
+    # -- releases: lineage, feedback, deployments, artifact tiers --
+    response_flush_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between writes of served-response records (feedback, canary health).",
+    )
+    canary_interval: float = Field(
+        default=15.0, gt=0, description="Seconds between two checks of the running canaries."
+    )
 
     @field_validator("home")
     @classmethod
