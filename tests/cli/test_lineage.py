@@ -21,7 +21,7 @@ def _adapter_with_history() -> None:
             name="qwen-base", source="upstream", upstream_url="http://127.0.0.1:9/v1"
         )
         with db.session() as session:
-            model = repo.create_model(session, name="客服-lora", kind="chat", description=None)
+            model = repo.create_model(session, name="kefu-lora", kind="chat", description=None)
             repo.add_version(
                 session,
                 model=model,
@@ -32,9 +32,9 @@ def _adapter_with_history() -> None:
             )
         lineage = LineageService(db)
         lineage.add_edge(source=("dataset", "客服问答@3"), target=("job", "ft-1"), relation="trained_on")
-        lineage.add_edge(source=("job", "ft-1"), target=("model", "客服-lora@1"), relation="produced")
-        lineage.add_edge(source=("model", "客服-lora@1"), target=("eval", "ev-1"), relation="evaluated")
-        lineage.add_edge(source=("model", "客服-lora@1"), target=("deployment", "客服"), relation="deployed")
+        lineage.add_edge(source=("job", "ft-1"), target=("model", "kefu-lora@1"), relation="produced")
+        lineage.add_edge(source=("model", "kefu-lora@1"), target=("eval", "ev-1"), relation="evaluated")
+        lineage.add_edge(source=("model", "kefu-lora@1"), target=("deployment", "客服"), relation="deployed")
         for i in range(12):
             lineage.add_edge(
                 source=("deployment", "客服"), target=("feedback", f"fb-{i}"), relation="feedback"
@@ -43,7 +43,7 @@ def _adapter_with_history() -> None:
 
 def test_lineage_tree_and_json(runner: CliRunner) -> None:
     _adapter_with_history()
-    result = runner.invoke(app, ["lineage", "客服-lora@1"])
+    result = runner.invoke(app, ["lineage", "kefu-lora@1"])
     assert result.exit_code == 0, result.output
     out = result.output
     for expected in (
@@ -59,22 +59,22 @@ def test_lineage_tree_and_json(runner: CliRunner) -> None:
         assert expected in out, out
     # Upstream lists the job before its dataset (the dataset hangs under the job).
     assert out.index("job ft-1") < out.index("dataset 客服问答@3") < out.index("eval ev-1")
-    graph = json.loads(runner.invoke(app, ["lineage", "客服-lora@1", "--json"]).stdout)
+    graph = json.loads(runner.invoke(app, ["lineage", "kefu-lora@1", "--json"]).stdout)
     assert {(e["source_id"], e["relation"]) for e in graph["upstream"]} == {
         ("ft-1", "produced"),
         ("客服问答@3", "trained_on"),
         ("qwen-base@1", "base_of"),
     }
     assert len(graph["downstream"]) == 2 + 12
-    shallow = json.loads(runner.invoke(app, ["lineage", "客服-lora@1", "--json", "--depth", "1"]).stdout)
+    shallow = json.loads(runner.invoke(app, ["lineage", "kefu-lora@1", "--json", "--depth", "1"]).stdout)
     assert len(shallow["downstream"]) == 2
     from_dataset = json.loads(runner.invoke(app, ["lineage", "dataset:客服问答@3", "--json"]).stdout)
-    assert [e["target_id"] for e in from_dataset["downstream"]][:2] == ["ft-1", "客服-lora@1"]
+    assert [e["target_id"] for e in from_dataset["downstream"]][:2] == ["ft-1", "kefu-lora@1"]
 
 
 def test_unknown_version_is_one_error_line(runner: CliRunner) -> None:
     _adapter_with_history()
-    result = runner.invoke(app, ["lineage", "客服-lora@7"])
+    result = runner.invoke(app, ["lineage", "kefu-lora@7"])
     assert result.exit_code == 1 and result.output.startswith("error: ") and "versions 1" in result.output
     bad = runner.invoke(app, ["lineage", "no-version"])
     assert bad.exit_code == 1 and "name@version" in bad.output

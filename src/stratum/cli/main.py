@@ -11,6 +11,8 @@
     stratum audit verify|list  the hash-chained audit log
     stratum prices set|list    model prices per 1k tokens
     stratum lineage MODEL@V    what produced a version and what it produced
+    stratum deploy …           canary releases with automatic rollback (status, history …)
+    stratum ab start|report    A/B tests with sticky assignment and a significance report
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -23,7 +25,7 @@ from typing import Annotated
 import typer
 
 from stratum import __version__
-from stratum.cli import audit, chat, keys, lineage, models, prices, serve, tenancy, usage
+from stratum.cli import audit, chat, deploy, keys, lineage, models, prices, serve, tenancy, usage
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 
@@ -92,6 +94,8 @@ app.command("usage")(usage.usage)
 app.add_typer(audit.app, name="audit")
 app.add_typer(prices.app, name="prices")
 app.command("lineage")(lineage.lineage)
+app.add_typer(deploy.app, name="deploy")
+app.add_typer(deploy.ab_app, name="ab")
 
 
 def run() -> None:

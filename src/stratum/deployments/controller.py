@@ -29,17 +29,25 @@ class CanaryController:
     def judge(self, deployment: DeploymentPublic, *, now: datetime | None = None) -> Verdict:
         now = now or utcnow()
         assert deployment.candidate_ref is not None
+        refs = [deployment.stable_ref, deployment.candidate_ref]
+        window = window_start(deployment, now)
         stats = health.arm_stats(
-            self._db,
-            self._feedback,
-            deployment=deployment.name,
-            refs=[deployment.stable_ref, deployment.candidate_ref],
-            since=window_start(deployment, now),
+            self._db, self._feedback, deployment=deployment.name, refs=refs, since=window
         )
-        return health.judge(deployment, stats, now=now)
+        step_stats = stats
+        if deployment.step_started_at > window:
+            step_stats = health.arm_stats(
+                self._db,
+                self._feedback,
+                deployment=deployment.name,
+                refs=refs,
+                since=deployment.step_started_at,
+            )
+        return health.judge(deployment, stats, now=now, step_stats=step_stats)
 
     def tick(self, *, now: datetime | None = None) -> list[tuple[str, Verdict]]:
         """Judge every running canary; returns the verdicts that changed something."""
+        now = now or utcnow()
         applied = []
         for deployment in self._deployments.routing_table().values():
             if deployment.status != "canary":

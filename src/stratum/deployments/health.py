@@ -65,8 +65,18 @@ def arm_stats(
     return result
 
 
-def judge(deployment: DeploymentPublic, stats: dict[str, ArmStats], *, now: datetime) -> Verdict:
-    """Roll back, advance one step, promote, or wait (see ``Thresholds`` for the rules)."""
+def judge(
+    deployment: DeploymentPublic,
+    stats: dict[str, ArmStats],
+    *,
+    now: datetime,
+    step_stats: dict[str, ArmStats] | None = None,
+) -> Verdict:
+    """Roll back, advance one step, promote, or wait (see ``Thresholds`` for the rules).
+
+    ``stats`` cover the sliding window (rollback); ``step_stats`` only the current step, whose
+    candidate traffic must reach ``min_samples`` before the next step (default: ``stats``).
+    """
     assert deployment.candidate_ref is not None
     limits: Thresholds = deployment.thresholds
     candidate, stable = stats[deployment.candidate_ref], stats[deployment.stable_ref]
@@ -108,17 +118,19 @@ def judge(deployment: DeploymentPublic, stats: dict[str, ArmStats], *, now: date
     waited = (now - deployment.step_started_at).total_seconds()
     if waited < deployment.interval_s:
         return Verdict(action="wait", candidate=candidate, stable=stable)
-    if candidate.requests < limits.min_samples:
+    in_step = (step_stats or stats)[deployment.candidate_ref]
+    if in_step.requests < limits.min_samples:
         return Verdict(
             action="wait",
-            reasons=[f"{candidate.requests} of {limits.min_samples} candidate requests seen"],
+            reasons=[f"{in_step.requests} of {limits.min_samples} candidate requests seen in this step"],
             candidate=candidate,
             stable=stable,
         )
     # Reaching 100 % is the promotion: the candidate becomes the stable version.
     last = deployment.steps[deployment.step_index + 1] >= 100
     summary = (
-        f"healthy for {waited:.0f} s: {candidate.requests} requests, error rate {candidate.error_rate:.1%}"
+        f"healthy for {waited:.0f} s: {in_step.requests} requests in this step, "
+        f"error rate {candidate.error_rate:.1%}"
         + (f", p99 {candidate.p99_ms:.0f} ms" if candidate.p99_ms is not None else "")
     )
     return Verdict(

@@ -136,7 +136,7 @@ class DeploymentService:
         if interval_s <= 0:
             raise InvalidRequest("interval must be positive.", param="interval")
         candidate_ref = self._version_ref(name, candidate, param="candidate")
-        stable_ref = self._stable_ref(name, stable)
+        stable_ref = self._stable_ref(name, stable, candidate_ref=candidate_ref)
         if candidate_ref == stable_ref:
             raise InvalidRequest(
                 f"the candidate {candidate_ref} is already the stable version.", param="candidate"
@@ -233,7 +233,13 @@ class DeploymentService:
             return _public(row)
 
     def apply(
-        self, name: str, verdict: Verdict, *, step_index: int, actor: str = "controller"
+        self,
+        name: str,
+        verdict: Verdict,
+        *,
+        step_index: int,
+        actor: str = "controller",
+        now: datetime | None = None,
     ) -> DeploymentPublic | None:
         """Apply a controller verdict if the deployment is still where the verdict saw it.
 
@@ -261,7 +267,7 @@ class DeploymentService:
                 row.step_index += 1
                 share = float(row.steps[row.step_index])
                 row.weights = {row.stable_ref: 100 - share, row.candidate_ref: share}
-                row.step_started_at = row.updated_at = utcnow()
+                row.step_started_at = row.updated_at = now or utcnow()
                 self._event(session, row, action="step", actor=actor, detail=detail | {"share": share})
             else:
                 return None
@@ -365,13 +371,24 @@ class DeploymentService:
             )
         return resolved.ref
 
-    def _stable_ref(self, name: str, stable: str | None) -> str:
+    def _stable_ref(self, name: str, stable: str | None, *, candidate_ref: str) -> str:
+        """``--stable``, else what the deployment settled on, else what NAME serves now.
+
+        With the default alias ``latest``, registering the candidate made NAME resolve to it; the
+        version that served before it is then the highest one below the candidate.
+        """
         if stable is not None:
             return self._version_ref(name, stable, param="stable")
         with self._db.session(write=False) as session:
             row = session.get(DeploymentRow, name)
             if row is not None and row.status in ("promoted", "rolled_back"):
                 return row.stable_ref
+        current = self._registry.resolve(name)
+        if current.ref == candidate_ref and current.name == name:
+            model = self._registry.get_model(name)
+            older = [v for v in model.versions if v.version < current.version and v.kind == "chat"]
+            if older and model.default_alias == "latest":
+                return older[-1].ref
         return self._version_ref(name, name, param="stable")
 
 

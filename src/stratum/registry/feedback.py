@@ -198,6 +198,23 @@ class FeedbackService:
         with self._db.session(write=False) as session:
             return [_public(row) for row in session.scalars(query)]
 
+    def scores(
+        self, version_refs: Sequence[str], *, since: datetime | None = None, deployment: str | None = None
+    ) -> dict[str, list[float]]:
+        """The raw scores per version (for bootstrap tests), oldest first."""
+        query = select(FeedbackRow.version_ref, FeedbackRow.score).where(
+            FeedbackRow.version_ref.in_(list(version_refs))
+        )
+        if since is not None:
+            query = query.where(FeedbackRow.created_at >= since)
+        if deployment is not None:
+            query = query.where(FeedbackRow.deployment == deployment)
+        result: dict[str, list[float]] = {ref: [] for ref in version_refs}
+        with self._db.session(write=False) as session:
+            for ref, score in session.execute(query.order_by(FeedbackRow.created_at)):
+                result[ref].append(score)
+        return result
+
     def score_summary(
         self,
         version_refs: Sequence[str],
