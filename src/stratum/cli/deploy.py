@@ -212,29 +212,29 @@ def history(
     if as_json:
         print_json([event.model_dump(mode="json") for event in events])
         return
-    rows = []
+    if not events:
+        print_note("no events")
+    # Lines, not a table: the reasons and numbers are long and must stay readable in 80 columns.
     for event in events:
-        numbers = []
+        weights = ", ".join(f"{ref} {weight:g}%" for ref, weight in event.weights.items())
+        when = event.at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        typer.echo(f"{when}  {event.action:<15} by {event.actor}  →  {weights}")
+        for reason in event.detail.get("reasons", []):
+            typer.echo(f"    why: {reason}")
         for role in ("stable", "candidate"):
             stats = event.detail.get(role)
             if isinstance(stats, dict):
                 p99 = stats.get("p99_ms")
-                numbers.append(
-                    f"{role} {stats['ref']}: {stats['requests']} req, {stats['error_rate']:.1%} err"
+                typer.echo(
+                    f"    {role} {stats['ref']}: {stats['requests']} requests, {stats['errors']} errors "
+                    f"({stats['error_rate']:.1%})"
                     + (f", p99 {p99:.0f} ms" if p99 is not None else "")
-                    + (f", score {stats['mean_score']:.3f}" if stats.get("mean_score") is not None else "")
+                    + (
+                        f", feedback {stats['mean_score']:.3f} over {stats['feedback']}"
+                        if stats.get("mean_score") is not None
+                        else ""
+                    )
                 )
-        rows.append(
-            {
-                "at": event.at.astimezone().strftime("%m-%d %H:%M:%S"),
-                "action": event.action,
-                "actor": event.actor,
-                "weights": ", ".join(f"{ref} {weight:g}%" for ref, weight in event.weights.items()),
-                "why": "; ".join(event.detail.get("reasons", [])),
-                "numbers": " | ".join(numbers),
-            }
-        )
-    print_table(rows, ("at", "action", "actor", "weights", "why", "numbers"), title=f"history of {name}")
 
 
 @app.command("list")

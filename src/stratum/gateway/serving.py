@@ -23,6 +23,7 @@ def served_hook(
 ) -> Callable[[int, float, str | None], None]:
     """A callback for ``Recorder``: remembers the outcome once the response is over (no I/O)."""
     principal = context.principal
+    context.model_version = version_ref
 
     def remember(status: int, seconds: float, response_id: str | None) -> None:
         state.responses.remember(
