@@ -152,7 +152,8 @@ def test_broken_candidate_is_rolled_back_automatically(gateway: Server, upstream
             f"\nrollback detection: {sent['bot@2']} candidate requests ({failures} failed) of "
             f"{sum(sent.values())} in all, {detected:.1f} s after the first request, "
             f"{(rolled_back.at - started).total_seconds():.1f} s after the canary started; "
-            f"the controller saw {candidate['requests']} candidate requests"
+            f"the controller saw {candidate['requests']} candidate requests; "
+            f"{after_evidence:.2f} s from the 10th failure to the rollback"
         )
         time.sleep(1.5)  # every gateway re-reads the routing table within a second
         assert {_ask(client, "bot")[:2] for _ in range(20)} == {(200, "bot@1")}
