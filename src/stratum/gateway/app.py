@@ -18,7 +18,7 @@ from stratum.gateway.metrics import Metrics
 from stratum.gateway.middleware import RequestIdMiddleware
 from stratum.gateway.pool import EngineFactory, ModelPool, default_factory
 from stratum.gateway.releases import release_services, release_tasks
-from stratum.gateway.routes import admin, chat, completions, embeddings, feedback, health, models
+from stratum.gateway.routes import admin, chat, completions, embeddings, feedback, health, models, releases
 from stratum.gateway.state import AppState
 from stratum.governance.audit import AuditService
 from stratum.governance.counters import CounterStore, StoreCounters
@@ -110,6 +110,7 @@ def create_app(
         health.router,
         admin.router,
         feedback.router,
+        releases.router,
     ):
         app.include_router(router)
     return app
