@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     canary_interval: float = Field(
         default=15.0, gt=0, description="Seconds between two checks of the running canaries."
     )
+    artifacts_url: str | None = Field(
+        default=None, description="fsspec URL of the cold artifact tier, e.g. s3://bucket/prefix."
+    )
+    artifacts_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint for the cold tier (MinIO), e.g. http://minio:9000."
+    )
 
     @field_validator("home")
     @classmethod

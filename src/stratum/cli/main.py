@@ -25,7 +25,7 @@ from typing import Annotated
 import typer
 
 from stratum import __version__
-from stratum.cli import audit, chat, deploy, keys, lineage, models, prices, serve, tenancy, usage
+from stratum.cli import artifacts, audit, chat, deploy, keys, lineage, models, prices, serve, tenancy, usage
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 
@@ -86,6 +86,7 @@ def version(
 # Listed in `stratum --help` in this order, after `version`.
 app.command("serve")(serve.serve)
 app.command("chat")(chat.chat)
+models.app.command("move")(artifacts.move)
 app.add_typer(models.app, name="models")
 app.add_typer(tenancy.orgs_app, name="orgs")
 app.add_typer(tenancy.projects_app, name="projects")
