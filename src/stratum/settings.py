@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     canary_interval: float = Field(
         default=15.0, gt=0, description="Seconds between two checks of the running canaries."
     )
+    response_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Days served-response records are kept (feedback can be given that long).",
+    )
     artifacts_url: str | None = Field(
         default=None, description="fsspec URL of the cold artifact tier, e.g. s3://bucket/prefix."
     )

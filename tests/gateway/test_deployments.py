@@ -118,3 +118,48 @@ def test_ab_assignment_sticks_to_the_user(client: TestClient) -> None:
     assert set(arms.values()) == {"bot@1", "bot@3"}
     # Without a user field the key is the subject: one key, one arm.
     assert len({ref for _, ref in _ask(client, 6)}) == 1
+
+
+def test_low_feedback_rolls_the_candidate_back(client: TestClient) -> None:
+    """A candidate that answers (200) but badly: users' thumbs-down are the quality signal."""
+    state = client.app.state.stratum  # type: ignore[attr-defined]
+    state.deployments.start_canary(
+        name="bot",
+        candidate="3",
+        stable="1",
+        steps=[50, 100],
+        interval_s=3600,
+        thresholds=Thresholds(min_samples=5, min_feedback=5),
+    )
+    state.router.refresh()
+    rated = {"bot@1": 0, "bot@3": 0}
+    for i in range(40):
+        body = {"model": "bot", "messages": [{"role": "user", "content": f"问题 {i}"}]}
+        response = client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200
+        version = response.headers["x-stratum-model-version"]
+        # Stable pleases 9 users in 10, the candidate 1 in 2: a drop far beyond 3 points.
+        good = i % 10 != 0 if version == "bot@1" else i % 2 == 0
+        feedback = {"response_id": response.json()["id"], "thumbs": "up" if good else "down"}
+        assert client.post("/v1/feedback", json=feedback).status_code == 201
+        rated[version] += 1
+    assert min(rated.values()) >= 5
+    [(_, verdict)] = _sync(client)  # type: ignore[misc]
+    assert verdict.action == "rollback" and verdict.candidate.error_rate == 0.0
+    assert any(reason.startswith("feedback score") for reason in verdict.reasons)
+    event = state.deployments.history("bot")[-1]
+    assert event.action == "rolled_back" and event.detail["candidate"]["feedback"] == rated["bot@3"]
+
+
+def test_text_completions_follow_the_deployment_too(client: TestClient) -> None:
+    state = client.app.state.stratum  # type: ignore[attr-defined]
+    state.deployments.start_ab(name="bot", arms={"1": 50, "3": 50})
+    state.router.refresh()
+    served = set()
+    for i in range(20):
+        response = client.post("/v1/completions", json={"model": "bot", "prompt": "你好", "user": f"u{i}"})
+        assert response.status_code == 200
+        served.add(response.headers["x-stratum-model-version"])
+        rating = {"response_id": response.json()["id"], "score": 0.5}
+        assert client.post("/v1/feedback", json=rating).status_code == 201
+    assert served == {"bot@1", "bot@3"}

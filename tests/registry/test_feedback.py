@@ -141,3 +141,12 @@ def test_the_log_keeps_rows_when_the_store_fails(db: Database) -> None:
     assert log.pending() == 1
     db.session = real  # type: ignore[method-assign]
     assert log.flush() == 1
+
+
+def test_prune_forgets_old_responses(db: Database) -> None:
+    log = ResponseLog(db)
+    _served(log, "old")
+    log.flush()
+    assert log.prune(utcnow() - timedelta(days=1)) == 0
+    assert log.prune(utcnow() + timedelta(seconds=1)) == 1
+    assert ResponseLog(db).lookup("old") is None

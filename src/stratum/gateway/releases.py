@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,12 +19,14 @@ from stratum.registry.feedback import FeedbackService
 from stratum.registry.lineage import LineageService
 from stratum.registry.responses import ResponseLog
 from stratum.registry.service import RegistryService
-from stratum.storage.db import Database
+from stratum.storage.db import Database, utcnow
 
 log = logging.getLogger(__name__)
 
 # How soon a deployment change (rollback by any gateway, CLI edit) reaches this gateway's routing.
 ROUTING_REFRESH_S = 1.0
+# Expired served-response records are deleted about once an hour.
+_RETENTION_INTERVAL_S = 3600.0
 
 
 def release_services(db: Database, registry: RegistryService) -> dict[str, Any]:
@@ -52,7 +55,13 @@ def release_tasks(state: AppState) -> list[asyncio.Task[None]]:
         if await anyio.to_thread.run_sync(lambda: state.canary.tick()):
             await anyio.to_thread.run_sync(state.router.refresh)  # apply our own change at once
 
+    def prune() -> int:
+        return state.responses.prune(utcnow() - timedelta(days=settings.response_retention_days))
+
     return [
+        asyncio.create_task(
+            _every(_RETENTION_INTERVAL_S, "prune served responses", lambda: anyio.to_thread.run_sync(prune))
+        ),
         asyncio.create_task(
             _every(
                 settings.response_flush_interval,

@@ -13,6 +13,7 @@ from stratum.gateway.deps import ContextDep, Permit, StateDep
 from stratum.gateway.generation import Generation, sampling_params
 from stratum.gateway.metering import CompletionsMeter
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
+from stratum.gateway.serving import choose_version, served_hook
 from stratum.gateway.sse import DONE, error_event, event
 from stratum.protocol.base import Usage, dump, new_id, now
 from stratum.protocol.completions import Completion, CompletionChoice, CompletionRequest
@@ -38,7 +39,11 @@ async def create_completion(
         if body.suffix:
             raise UnsupportedFeature("suffix (fill-in-the-middle) is not supported", param="suffix")
         prompts = _prompts(body)
-        version, engine = await state.pool.text_engine(body.model)
+        ref, deployment = choose_version(state, context, body.model, user=getattr(body, "user", None))
+        version, engine = await state.pool.text_engine(ref)
+        recorder.on_done = served_hook(
+            state, context, model=body.model, version_ref=version.ref, deployment=deployment
+        )
         requests = [
             GenerationRequest(
                 request_id=f"{context.request_id}/{p}.{i}",
@@ -70,9 +75,10 @@ async def create_completion(
     except StratumError as error:
         recorder.done(error.status_code)
         raise
+    recorder.response_id = new_id("cmpl")
     recorder.done(200)
     completion = Completion(
-        id=new_id("cmpl"),
+        id=recorder.response_id,
         created=now(),
         model=body.model,
         choices=[
@@ -90,6 +96,7 @@ async def _chunks(
     body: CompletionRequest, generation: Generation, recorder: Recorder, echo: list[str] | None
 ) -> AsyncIterator[bytes]:
     completion_id, created = new_id("cmpl"), now()
+    recorder.response_id = completion_id
 
     def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> bytes:
         return event(
