@@ -115,6 +115,25 @@ class Settings(BaseSettings):
         gt=0,
         le=1,
         description="Cosine similarity for semantic cache hits (per project and version); unset: off.",
+    # -- releases: lineage, feedback, deployments, artifact tiers --
+    response_flush_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between writes of served-response records (feedback, canary health).",
+    )
+    canary_interval: float = Field(
+        default=15.0, gt=0, description="Seconds between two checks of the running canaries."
+    )
+    response_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Days served-response records are kept (feedback can be given that long).",
+    )
+    artifacts_url: str | None = Field(
+        default=None, description="fsspec URL of the cold artifact tier, e.g. s3://bucket/prefix."
+    )
+    artifacts_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint for the cold tier (MinIO), e.g. http://minio:9000."
     )
 
     @field_validator("home")

@@ -50,6 +50,11 @@ TABLES = {
     "datasets",
     "dataset_versions",
     "dataset_review_items",
+    "lineage_edges",
+    "served_responses",
+    "feedback",
+    "deployments",
+    "deployment_events",
 }
 
 

@@ -17,6 +17,9 @@
     stratum routes …           routes: backends, bursts, fallback chains (set, list, remove)
     stratum rules …            responder rules for fallback chains (set, list, remove)
     stratum queue …            the human hand-off queue (list, show, answer)
+    stratum lineage MODEL@V    what produced a version and what it produced
+    stratum deploy …           canary releases with automatic rollback (status, history …)
+    stratum ab start|report    A/B tests with sticky assignment and a significance report
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -30,13 +33,16 @@ import typer
 
 from stratum import __version__
 from stratum.cli import (
+    artifacts,
     audit,
     chat,
     compress,
     data,
+    deploy,
     evals,
     guard,
     keys,
+    lineage,
     models,
     prices,
     routing,
@@ -104,6 +110,7 @@ def version(
 # Listed in `stratum --help` in this order, after `version`.
 app.command("serve")(serve.serve)
 app.command("chat")(chat.chat)
+models.app.command("move")(artifacts.move)
 app.add_typer(models.app, name="models")
 app.add_typer(tenancy.orgs_app, name="orgs")
 app.add_typer(tenancy.projects_app, name="projects")
@@ -118,6 +125,9 @@ app.add_typer(guard.app, name="guard")
 app.add_typer(routing.routes_app, name="routes")
 app.add_typer(routing.rules_app, name="rules")
 app.add_typer(routing.queue_app, name="queue")
+app.command("lineage")(lineage.lineage)
+app.add_typer(deploy.app, name="deploy")
+app.add_typer(deploy.ab_app, name="ab")
 
 
 def run() -> None:

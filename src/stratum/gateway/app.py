@@ -18,15 +18,18 @@ from stratum.gateway.metering import SettleMiddleware
 from stratum.gateway.metrics import Metrics
 from stratum.gateway.middleware import RequestIdMiddleware
 from stratum.gateway.pool import EngineFactory, ModelPool, default_factory
+from stratum.gateway.releases import release_services, release_tasks
 from stratum.gateway.routes import (
     admin,
     chat,
     completions,
     datasets,
     embeddings,
+    feedback,
     guard,
     health,
     models,
+    releases,
     routing,
 )
 from stratum.gateway.state import AppState
@@ -91,6 +94,7 @@ def create_app(
             prices=PriceService(db),
             guard=GuardService(db),
             audit_writer=AuditWriter(db),
+            **release_services(db, registry),
         )
         app.state.stratum = state
         state.preload = await anyio.to_thread.run_sync(register_builtin_models, settings, registry)
@@ -103,6 +107,7 @@ def create_app(
         health = asyncio.create_task(dispatch.health_loop(state))
         counter_pruner = asyncio.create_task(_prune_counters(state.quotas))
         audit_pruner = asyncio.create_task(retention.prune_periodically(state.audit, settings))
+        releases = release_tasks(state)
         if on_ready is not None:
             on_ready(state)
         try:
@@ -112,6 +117,9 @@ def create_app(
             counter_pruner.cancel()
             audit_pruner.cancel()
             health.cancel()
+            for task in releases:
+                task.cancel()
+            await anyio.to_thread.run_sync(state.responses.flush)
             await state.pool.close()
             await http.aclose()
             dispatch.stop_routing(state)
@@ -141,6 +149,8 @@ def create_app(
         guard.router,
         routing.router,
         routing.client_router,
+        feedback.router,
+        releases.router,
     ):
         app.include_router(router)
     return app

@@ -56,6 +56,13 @@ def default_factory(settings: Settings, *, http: httpx.AsyncClient | None = None
             )
         if version.artifact_uri is None:
             raise InvalidRequest(f"model version {version.ref} has no artifact to load")
+        if "://" in version.artifact_uri:
+            raise InvalidRequest(
+                f"model version {version.ref} is in the cold artifact tier ({version.artifact_uri}); "
+                f"bring it back with: stratum models move {version.ref} --tier hot",
+                param="model",
+                code="model_in_cold_tier",
+            )
         return LocalEngine(
             Path(version.artifact_uri),
             max_batch=settings.max_batch,

@@ -17,6 +17,7 @@ from stratum.gateway.generation import sampling_params
 from stratum.gateway.guarding import Guarded
 from stratum.gateway.metering import ChatMeter, Meter
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
+from stratum.gateway.serving import choose_version, served_hook
 from stratum.gateway.sse import DONE, error_event, event
 from stratum.protocol.base import Usage, dump, new_id, now
 from stratum.protocol.chat import (
@@ -54,11 +55,18 @@ async def create_chat_completion(
         log.debug("ignoring unknown fields %s", body.unknown_fields())
     recorder = Recorder(state.metrics, endpoint="chat", model=body.model, started=context.started)
     try:
+        # A deployment (canary / A-B) picks the version; otherwise the name goes to its route as is.
+        target, deployment = choose_version(state, context, body.model, user=body.user)
+        if deployment is not None:
+            version = await state.pool.resolve(target)
+            recorder.on_done = served_hook(
+                state, context, model=body.model, version_ref=version.ref, deployment=deployment
+            )
         sent = body.model_dump(exclude_none=True)  # includes unknown fields the client sent
         passthrough = {k: sent[k] for k in _PASSTHROUGH if k in sent}
         guarded = await Guarded.open(state, context, meter)
         messages = await guarded.chat_messages([m.model_dump(exclude_none=True) for m in body.messages])
-        cache = await cached.probe(state, context, model=body.model, messages=messages, params=sent)
+        cache = await cached.probe(state, context, model=target, messages=messages, params=sent)
         if cache is not None and cache.hit is not None:
             return await _cache_hit(body, context, meter, recorder, cache)
         requests = [
@@ -71,10 +79,13 @@ async def create_chat_completion(
             )
             for i in range(body.n)
         ]
-        answer = await dispatch(
-            state, context, meter, model=body.model, requests=requests, accept=_accepts(body)
-        )
+        answer = await dispatch(state, context, meter, model=target, requests=requests, accept=_accepts(body))
         generation = answer.generation
+        if deployment is None and answer.version is not None:
+            # Feedback on this response id is attributed to the version that produced it.
+            recorder.on_done = served_hook(
+                state, context, model=body.model, version_ref=answer.version.ref, deployment=None
+            )
     except StratumError as error:
         recorder.done(error.status_code)
         raise
@@ -89,10 +100,11 @@ async def create_chat_completion(
     except StratumError as error:
         recorder.done(error.status_code)
         raise
+    recorder.response_id = new_id("chatcmpl")
     recorder.done(200)
     await cached.remember(cache, answer, choices)
     completion = ChatCompletion(
-        id=new_id("chatcmpl"),
+        id=recorder.response_id,
         created=now(),
         model=body.model,
         choices=[
@@ -205,6 +217,7 @@ async def _chunks(
 ) -> AsyncIterator[bytes]:
     generation = answer.generation
     completion_id, created = new_id("chatcmpl"), now()
+    recorder.response_id = completion_id
 
     def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> bytes:
         return event(

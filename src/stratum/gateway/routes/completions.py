@@ -14,6 +14,7 @@ from stratum.gateway.generation import Generation, sampling_params
 from stratum.gateway.guarding import Guarded
 from stratum.gateway.metering import CompletionsMeter
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
+from stratum.gateway.serving import choose_version, served_hook
 from stratum.gateway.sse import DONE, error_event, event
 from stratum.protocol.base import Usage, dump, new_id, now
 from stratum.protocol.completions import Completion, CompletionChoice, CompletionRequest
@@ -40,7 +41,11 @@ async def create_completion(
             raise UnsupportedFeature("suffix (fill-in-the-middle) is not supported", param="suffix")
         guarded = await Guarded.open(state, context, meter)
         prompts = await guarded.prompts(_prompts(body))
-        version, engine = await state.pool.text_engine(body.model)
+        ref, deployment = choose_version(state, context, body.model, user=getattr(body, "user", None))
+        version, engine = await state.pool.text_engine(ref)
+        recorder.on_done = served_hook(
+            state, context, model=body.model, version_ref=version.ref, deployment=deployment
+        )
         requests = [
             GenerationRequest(
                 request_id=f"{context.request_id}/{p}.{i}",
@@ -73,9 +78,10 @@ async def create_completion(
     except StratumError as error:
         recorder.done(error.status_code)
         raise
+    recorder.response_id = new_id("cmpl")
     recorder.done(200)
     completion = Completion(
-        id=new_id("cmpl"),
+        id=recorder.response_id,
         created=now(),
         model=body.model,
         choices=[
@@ -97,6 +103,7 @@ async def _chunks(
     guarded: Guarded,
 ) -> AsyncIterator[bytes]:
     completion_id, created = new_id("cmpl"), now()
+    recorder.response_id = completion_id
 
     def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> bytes:
         return event(
