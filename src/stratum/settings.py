@@ -115,6 +115,8 @@ class Settings(BaseSettings):
         gt=0,
         le=1,
         description="Cosine similarity for semantic cache hits (per project and version); unset: off.",
+    )
+
     # -- releases: lineage, feedback, deployments, artifact tiers --
     response_flush_interval: float = Field(
         default=1.0,
