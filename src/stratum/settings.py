@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     dtype: Literal["float32", "bfloat16"] = Field(default="float32", description="Weights dtype on CPU.")
     log_level: str = Field(default="INFO", description="Root log level.")
     log_json: bool | None = Field(default=None, description="JSON logs; default: JSON unless a TTY.")
+    # Knowledge bases (stratum.knowledge)
+    kb_ingest_root: Path | None = Field(
+        default=None,
+        description="Folder whose files API keys with kb.write may ingest; unset: platform admins only.",
+    )
 
     @field_validator("home")
     @classmethod

@@ -14,6 +14,7 @@ from stratum.governance.rules import PolicyService
 from stratum.governance.service import KeyService, Principal
 from stratum.governance.tenancy import TenancyService
 from stratum.governance.usage import UsageService
+from stratum.knowledge.service import KnowledgeService
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage.db import Database
@@ -36,5 +37,6 @@ class AppState:
     # Served names to preload at start; /readyz is green once they are loaded.
     preload: list[str] = field(default_factory=list)
     ready: bool = False
+    knowledge: KnowledgeService | None = None
     # Verified keys by SHA-256 of the key: a revoked key stops working within a second.
     principals: TTLCache[bytes, Principal] = field(default_factory=lambda: TTLCache(ttl=1.0))

@@ -46,6 +46,9 @@ ACTIONS = (
     "audit.read",
     "prices.read",
     "prices.write",
+    # Knowledge bases (stratum.knowledge): reading covers search and answering from a KB.
+    "kb.read",
+    "kb.write",
 )
 _USE = (*INFERENCE, "models.read")
 
@@ -53,9 +56,18 @@ _USE = (*INFERENCE, "models.read")
 ROLE_GRANTS: dict[str, tuple[str, ...]] = {
     "admin": ("*",),
     "user": _USE,
-    "org_admin": (*_USE, "orgs.read", "projects.*", "keys.*", "usage.read", "audit.read", "prices.read"),
-    "developer": (*_USE, "projects.read", "usage.read"),
-    "viewer": ("models.read", "projects.read", "usage.read"),
+    "org_admin": (
+        *_USE,
+        "orgs.read",
+        "projects.*",
+        "keys.*",
+        "usage.read",
+        "audit.read",
+        "prices.read",
+        "kb.*",
+    ),
+    "developer": (*_USE, "projects.read", "usage.read", "kb.*"),
+    "viewer": ("models.read", "projects.read", "usage.read", "kb.read"),
 }
 
 

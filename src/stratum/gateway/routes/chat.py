@@ -13,6 +13,7 @@ from stratum.errors import StratumError, UnsupportedFeature
 from stratum.gateway.deps import ContextDep, Permit, StateDep
 from stratum.gateway.generation import Generation, sampling_params
 from stratum.gateway.metering import ChatMeter
+from stratum.gateway.routes import kb_chat
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
 from stratum.gateway.sse import DONE, error_event, event
 from stratum.protocol.base import Usage, dump, new_id, now
@@ -50,12 +51,17 @@ async def create_chat_completion(
         log.debug("ignoring unknown fields %s", body.unknown_fields())
     recorder = Recorder(state.metrics, endpoint="chat", model=body.model, started=context.started)
     try:
-        version, engine = await state.pool.text_engine(body.model)
+        # Knowledge bases (model "kb/<name>" or knowledge_bases=[...]): retrieval and citations.
+        rag = await kb_chat.prepare(state, context, body)
+        if rag is not None and rag.answer is not None:
+            recorder.done(200)
+            return rag.direct_response(body, {"x-request-id": context.request_id})
+        version, engine = await state.pool.text_engine(rag.model if rag else body.model)
         if body.tools and version.source != "upstream":
             raise UnsupportedFeature("tools are only supported on upstream models for now", param="tools")
         sent = body.model_dump(exclude_none=True)  # includes unknown fields the client sent
         passthrough = {k: sent[k] for k in _PASSTHROUGH if k in sent}
-        messages = [m.model_dump(exclude_none=True) for m in body.messages]
+        messages = rag.messages if rag else [m.model_dump(exclude_none=True) for m in body.messages]
         requests = [
             GenerationRequest(
                 request_id=f"{context.request_id}/{i}",
@@ -74,7 +80,8 @@ async def create_chat_completion(
         raise
     headers = {VERSION_HEADER: version.ref, "x-request-id": context.request_id}
     if body.stream:
-        return sse_response(_chunks(body, generation, recorder), headers=headers)
+        events = _chunks(body, generation, recorder)
+        return sse_response(rag.with_citations(events) if rag else events, headers=headers)
     try:
         choices = await generation.collect()
     except StratumError as error:
@@ -97,7 +104,8 @@ async def create_chat_completion(
         ],
         usage=generation.usage(),
     )
-    return JSONResponse(dump(completion), headers=headers)
+    payload = dump(completion)
+    return JSONResponse(rag.annotate(payload) if rag else payload, headers=headers)
 
 
 async def _chunks(
