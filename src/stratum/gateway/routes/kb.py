@@ -51,7 +51,7 @@ async def _project(context: RequestContext, state: AppState, path: str | None, a
     if path is None:
         if principal.project is None or principal.org is None:
             raise InvalidRequest("name the knowledge base's project: ?project=ORG/PROJECT", param="project")
-        path = f"{principal.org.name}/{principal.project.name}"
+        path = principal.project.name  # a project tenant is named by its ORG/PROJECT path
     try:
         found = await anyio.to_thread.run_sync(state.tenancy.get_project, path)
     except NotFound as error:

@@ -142,6 +142,19 @@ async def _kb(context: RequestContext, state: AppState, ref: str) -> KbPublic:
         raise InvalidRequest(
             f"a knowledge base is NAME or ORG/PROJECT/NAME, not {ref!r}", param="knowledge_bases"
         )
+    principal = context.principal
+    if principal.project is None and principal.role in ("admin", "org_admin"):
+        # No project of its own: a bare name must be unique among the KBs the key can see.
+        org_id = None if principal.is_admin else (principal.org.id if principal.org else "-")
+        named = [
+            kb
+            for kb in await anyio.to_thread.run_sync(lambda: knowledge(state).list(org_id=org_id))
+            if kb.name == ref
+        ]
+        if len(named) != 1:
+            problem = "no knowledge base" if not named else "more than one knowledge base"
+            raise InvalidRequest(f"{problem} named {ref!r}: use ORG/PROJECT/NAME", param="model")
+        return await resolve_kb(context, state, ref, named[0].project, "read")
     return await resolve_kb(context, state, ref, None, "read")
 
 
