@@ -61,7 +61,11 @@ async def create_chat_completion(
             raise UnsupportedFeature("tools are only supported on upstream models for now", param="tools")
         sent = body.model_dump(exclude_none=True)  # includes unknown fields the client sent
         passthrough = {k: sent[k] for k in _PASSTHROUGH if k in sent}
-        messages = rag.messages if rag else [m.model_dump(exclude_none=True) for m in body.messages]
+        messages = (
+            rag.messages_for(engine, body.token_limit())
+            if rag
+            else [m.model_dump(exclude_none=True) for m in body.messages]
+        )
         requests = [
             GenerationRequest(
                 request_id=f"{context.request_id}/{i}",

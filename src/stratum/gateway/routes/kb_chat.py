@@ -22,13 +22,14 @@ from typing import Any
 import anyio
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from stratum.engine.base import GenerationRequest, SamplingParams, TextEngine
 from stratum.errors import InvalidRequest
 from stratum.gateway.deps import RequestContext
 from stratum.gateway.routes.kb import kb_encoder, knowledge, resolve_kb
 from stratum.gateway.routes.streaming import sse_response
 from stratum.gateway.sse import DONE
 from stratum.gateway.state import AppState
-from stratum.knowledge.answer import extractive_answer, ground, grounded_messages, refusal_text
+from stratum.knowledge.answer import Grounding, extractive_answer, ground, grounded_messages, refusal_text
 from stratum.knowledge.schemas import KbPublic, SearchRequest
 from stratum.protocol.base import new_id, now
 from stratum.protocol.chat import ChatCompletionRequest
@@ -44,6 +45,26 @@ class KbChat:
     # Set when the answer is known without a generator (refusal or extractive mode).
     answer: str | None = None
     refused: bool = False
+    grounding: Grounding | None = None
+
+    def messages_for(self, engine: TextEngine, completion_tokens: int | None) -> list[dict[str, Any]]:
+        """The grounded messages with as many sources (best first) as the generator's context
+        holds next to the completion; the citations keep only the sources that were sent."""
+        grounding = self.grounding
+        context = engine.info.context_length
+        if grounding is None or context is None:
+            return self.messages
+        budget = context - (completion_tokens or 0)
+        hits = list(grounding.hits)
+        while True:
+            trial = Grounding(question=grounding.question, hits=hits)
+            messages = grounded_messages(trial, self.messages)
+            request = GenerationRequest(request_id="kb-fit", params=SamplingParams(), messages=messages)
+            tokens = engine.count_prompt_tokens(request)
+            if tokens is None or tokens <= budget or len(hits) <= 1:
+                self.citations = self.citations[: len(hits)]
+                return messages
+            hits.pop()
 
     def annotate(self, payload: dict[str, Any]) -> dict[str, Any]:
         payload["citations"] = self.citations
@@ -184,5 +205,5 @@ async def prepare(state: AppState, context: RequestContext, body: ChatCompletion
     elif generator is None:
         plan.answer = extractive_answer(grounding)
     else:
-        plan.messages = grounded_messages(grounding, messages)
+        plan.grounding = grounding
     return plan
