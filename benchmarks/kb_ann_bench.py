@@ -6,8 +6,8 @@ of data:
 
 * ``random``: i.i.d. Gaussian vectors, normalised (the textbook worst case for graph indexes:
   no structure, every neighbour nearly equidistant);
-* ``clustered``: a mixture of 256 Gaussian clusters (unit spread around centres offset by +2), normalised — closer to
-  sentence embeddings, which sit in a narrow cone with topic clusters. Queries are drawn the same
+* ``clustered``: a mixture of 256 Gaussian clusters (unit spread around centres offset by +2),
+  normalised — closer to sentence embeddings, which sit in a narrow cone with topic clusters. Queries are drawn the same
   way (not from the index) so that they are not trivially found.
 
 The baseline (exact numpy search) runs in the same process. Run:
@@ -124,7 +124,8 @@ def main() -> None:
             base, queries = data(kind, n, rng)
             truth, times = exact(base, queries)
             print(
-                f"| {kind} | {n} | exact numpy (baseline) | 1.000 | {ms(times, 50):.2f} | {ms(times, 95):.2f} | 0 |"
+                f"| {kind} | {n} | exact numpy (baseline) | 1.000 | "
+                f"{ms(times, 50):.2f} | {ms(times, 95):.2f} | 0 |"
             )
             index, build = faiss_build(base)
             for ef in (64, 128, 256):

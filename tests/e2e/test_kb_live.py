@@ -26,11 +26,21 @@ from tests.knowledge.conftest import CORPUS
 
 pytestmark = pytest.mark.slow
 
-FILES = ("x1_manual.pdf", "safety_rules.pdf", "library.md", "annual_leave.md", "tea.md", "security.md", "hotpot.txt")
+FILES = (
+    "x1_manual.pdf",
+    "safety_rules.pdf",
+    "library.md",
+    "annual_leave.md",
+    "tea.md",
+    "security.md",
+    "hotpot.txt",
+)
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([STRATUM, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    result = subprocess.run(
+        [STRATUM, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert result.returncode == 0, f"stratum {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -139,6 +149,8 @@ def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path, tiny_
     questions.write_text(
         "\n".join(line for line in lines if json.loads(line)["expected_source"] in FILES), encoding="utf-8"
     )
-    report = json.loads(_cli(env, "kb", "eval", "手册", str(questions), "--compare", "hybrid,bm25", "--json").stdout)
+    report = json.loads(
+        _cli(env, "kb", "eval", "手册", str(questions), "--compare", "hybrid,bm25", "--json").stdout
+    )
     assert [r["config"].split()[1] for r in report] == ["hybrid", "bm25"]
     assert report[0]["hit@5"] >= 0.8 and report[0]["answer_recall"] >= 0.7

@@ -37,7 +37,12 @@ def _ingested(gateway: Gateway, admin: dict[str, str], docs: Path, **settings: o
     body = {
         "name": "手册",
         "project": "acme/bot",
-        "settings": {"embedding_model": "fake-embed", "chunk_size": 120, "refusal_threshold": 0.0, **settings},
+        "settings": {
+            "embedding_model": "fake-embed",
+            "chunk_size": 120,
+            "refusal_threshold": 0.0,
+            **settings,
+        },
     }
     created = gateway.client.post("/admin/v1/kb", json=body, headers=admin)
     assert created.status_code == 201, created.text
@@ -47,7 +52,9 @@ def _ingested(gateway: Gateway, admin: dict[str, str], docs: Path, **settings: o
     assert started.status_code == 202, started.text
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        progress = gateway.client.get("/admin/v1/kb/手册/ingest", params={"project": "acme/bot"}, headers=admin)
+        progress = gateway.client.get(
+            "/admin/v1/kb/手册/ingest", params={"project": "acme/bot"}, headers=admin
+        )
         if progress.json()["state"] in ("done", "failed"):
             break
         time.sleep(0.05)
@@ -70,8 +77,15 @@ def test_create_ingest_search_over_the_api(gateway: Gateway, admin: dict[str, st
     assert top["heading_path"] == ["青石市图书馆使用指南", "借阅规则"]
     shown = gateway.client.get("/admin/v1/kb/手册", params={"project": "acme/bot"}, headers=admin).json()
     assert shown["documents"] == 4 and shown["chunks"] > 4
-    docs_listed = gateway.client.get("/admin/v1/kb/手册/documents", params={"project": "acme/bot"}, headers=admin)
-    assert {d["source"] for d in docs_listed.json()} == {"library.md", "x1_manual.pdf", "tea.md", "rate_limit.md"}
+    docs_listed = gateway.client.get(
+        "/admin/v1/kb/手册/documents", params={"project": "acme/bot"}, headers=admin
+    )
+    assert {d["source"] for d in docs_listed.json()} == {
+        "library.md",
+        "x1_manual.pdf",
+        "tea.md",
+        "rate_limit.md",
+    }
     archive = gateway.client.get("/admin/v1/kb/手册/export", params={"project": "acme/bot"}, headers=admin)
     assert archive.status_code == 200 and archive.content[:2] == b"PK"
     bad = gateway.client.post(
@@ -84,7 +98,9 @@ def test_create_ingest_search_over_the_api(gateway: Gateway, admin: dict[str, st
     assert missing.status_code == 404
 
 
-def test_ingest_needs_an_ingest_root_for_tenant_keys(gateway: Gateway, admin: dict[str, str], docs: Path) -> None:
+def test_ingest_needs_an_ingest_root_for_tenant_keys(
+    gateway: Gateway, admin: dict[str, str], docs: Path
+) -> None:
     _ingested(gateway, admin, docs)
     developer, _ = gateway.state.keys.create_key(name="dev", role="developer", project="acme/bot")
     denied = gateway.client.post(
@@ -115,7 +131,10 @@ def test_chat_with_a_generator_gets_grounded_prompt_and_citations(
 
     streamed = gateway.client.post("/v1/chat/completions", json={**body, "stream": True}, headers=admin)
     events = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
-    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]) == "借期为三十天 [1]。"
+    assert (
+        "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+        == "借期为三十天 [1]。"
+    )
     assert events[-1]["choices"] == [] and events[-1]["citations"][0]["source"] == "library.md"
     assert streamed.text.rstrip().endswith("data: [DONE]")
 

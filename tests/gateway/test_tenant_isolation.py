@@ -200,7 +200,10 @@ def test_prices_are_set_by_platform_admins(gateway: Gateway, tenants: dict[str, 
 # --- knowledge bases (/admin/v1/kb): the project is a query parameter, not part of the path ---
 
 KB_ROUTES = sorted(
-    (method, route.path) for route in kb_router.routes if isinstance(route, APIRoute) for method in route.methods
+    (method, route.path)
+    for route in kb_router.routes
+    if isinstance(route, APIRoute)
+    for method in route.methods
 )
 KB_BODIES = {
     ("POST", "/admin/v1/kb/{kb}/ingest"): {"paths": ["/tmp"]},

@@ -81,7 +81,10 @@ def test_markdown_html_docx_xlsx_csv(tmp_path: Path) -> None:
     import docx
     import openpyxl
 
-    md = extract(Path("a.md"), "# 标题\n\n## 小节\n\n正文第一段，\n接着写。\n\n| a | b |\n|---|---|\n| 1 | 2 |\n".encode())
+    md = extract(
+        Path("a.md"),
+        "# 标题\n\n## 小节\n\n正文第一段，\n接着写。\n\n| a | b |\n|---|---|\n| 1 | 2 |\n".encode(),
+    )
     assert [b.kind for b in md.blocks] == ["heading", "heading", "text", "table"]
     assert md.blocks[2].text == "正文第一段，接着写。" and md.blocks[3].text == "a | b\n1 | 2"
 
@@ -150,7 +153,9 @@ def test_folders_are_walked_with_relative_sources(tmp_path: Path) -> None:
 
 
 def test_every_eval_answer_is_in_its_source() -> None:
-    questions = [json.loads(line) for line in (CORPUS / "questions.jsonl").read_text(encoding="utf-8").splitlines()]
+    questions = [
+        json.loads(line) for line in (CORPUS / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert len(questions) >= 50
     for q in questions:
         path = CORPUS / q["expected_source"]

@@ -49,7 +49,9 @@ def test_unchanged_files_are_skipped_and_changed_ones_replaced(
     embedded = encoder.texts
     again = service.ingest(kb, [folder], encoder=encoder)
     assert again.files_skipped == 5 and encoder.texts == embedded and again.chunks_done == 0
-    (folder / "bike.md").write_text("# 公共自行车\n\n骑行费用改为每小时两元，全天封顶二十元。", encoding="utf-8")
+    (folder / "bike.md").write_text(
+        "# 公共自行车\n\n骑行费用改为每小时两元，全天封顶二十元。", encoding="utf-8"
+    )
     changed = service.ingest(kb, [folder], encoder=encoder)
     assert changed.files_skipped == 4 and changed.chunks_done == 1
     total = service.get(project=kb.project, name=kb.name).chunks
@@ -64,7 +66,9 @@ def _chunks_of(service: KnowledgeService, kb: KbPublic, source: str, *, before: 
     return sum(1 for d in service.documents(kb) if d.source == source)
 
 
-def test_filters_restrict_results(service: KnowledgeService, kb: KbPublic, folder: Path, encoder: HashEncoder) -> None:
+def test_filters_restrict_results(
+    service: KnowledgeService, kb: KbPublic, folder: Path, encoder: HashEncoder
+) -> None:
     service.ingest(kb, [folder / "library.md"], encoder=encoder, tags=["城市"])
     service.ingest(kb, [folder / "x1_manual.pdf"], encoder=encoder, tags=["产品"])
     only = SearchRequest(query="开放时间 电池", k=10, filters=SearchFilters(tags=["产品"]))
@@ -100,7 +104,7 @@ def test_names_conflicts_and_access(service: KnowledgeService, kb: KbPublic, pro
     with pytest.raises(ValueError):
         KbCreate(name="bad name/x")
     check_access(kb, "viewer", "read")
-    with pytest.raises(PolicyDenied, match="kb.acl"):
+    with pytest.raises(PolicyDenied, match=r"kb\.acl"):
         check_access(kb, "viewer", "write")
     private = service.create(
         KbCreate(name="私有", settings={"read_roles": ["org_admin"], "write_roles": ["org_admin"]}),  # type: ignore[arg-type]

@@ -79,7 +79,9 @@ def extract(path: Path, data: bytes) -> Extracted:
     except (InvalidRequest, ImportError):
         raise
     except Exception as exc:  # a parser's own error types: a corrupt or unsupported file
-        raise InvalidRequest(f"could not read {path.name}: {type(exc).__name__}: {exc}", param="paths") from exc
+        raise InvalidRequest(
+            f"could not read {path.name}: {type(exc).__name__}: {exc}", param="paths"
+        ) from exc
 
 
 def _decode(data: bytes) -> str:

@@ -134,7 +134,10 @@ class MilvusIndex:
         if not self._count:
             return []
         found = self._client.search(
-            self._collection, data=[query.astype(np.float32).tolist()], limit=min(k, self._count)
+            self._collection,
+            data=[query.astype(np.float32).tolist()],
+            limit=min(k, self._count),
+            output_fields=["id"],
         )
         return [(str(hit["id"]), float(hit["distance"])) for hit in found[0]]
 
