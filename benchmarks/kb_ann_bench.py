@@ -7,8 +7,8 @@ of data:
 * ``random``: i.i.d. Gaussian vectors, normalised (the textbook worst case for graph indexes:
   no structure, every neighbour nearly equidistant);
 * ``clustered``: a mixture of 256 Gaussian clusters (unit spread around centres offset by +2),
-  normalised — closer to sentence embeddings, which sit in a narrow cone with topic clusters. Queries are drawn the same
-  way (not from the index) so that they are not trivially found.
+  normalised — closer to sentence embeddings, which sit in a narrow cone with topic clusters.
+  Queries are drawn the same way (not from the index) so that they are not trivially found.
 
 The baseline (exact numpy search) runs in the same process. Run:
 ``OMP_NUM_THREADS=1 python benchmarks/kb_ann_bench.py [--sizes 20000,100000]``.
