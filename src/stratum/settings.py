@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     )
     artifacts_endpoint_url: str | None = Field(
         default=None, description="S3-compatible endpoint for the cold tier (MinIO), e.g. http://minio:9000."
+    # Knowledge bases (stratum.knowledge)
+    kb_ingest_root: Path | None = Field(
+        default=None,
+        description="Folder whose files API keys with kb.write may ingest; unset: platform admins only.",
     )
 
     @field_validator("home")

@@ -10,7 +10,9 @@ import pytest
 from fastapi.routing import APIRoute
 
 from stratum.gateway.routes import admin, datasets, guard
+from stratum.gateway.routes.kb import router as kb_router
 from stratum.governance.schemas import OrgCreate, ProjectCreate
+from stratum.knowledge.schemas import KbCreate
 from tests.gateway.conftest import Gateway
 
 # A valid body per route, so every request reaches the authorisation step.
@@ -233,3 +235,69 @@ def test_guard_scan_and_defaults_stay_in_the_tenant(
     for method, path in (("GET", "/admin/v1/guard/default"), ("PATCH", "/admin/v1/guard/default")):
         response = _call(gateway, method, path, key)
         assert response.status_code == 403 and response.json()["error"]["rule"].startswith("rbac.")
+
+
+# --- knowledge bases (/admin/v1/kb): the project is a query parameter, not part of the path ---
+
+KB_ROUTES = sorted(
+    (method, route.path)
+    for route in kb_router.routes
+    if isinstance(route, APIRoute)
+    for method in route.methods
+)
+KB_BODIES = {
+    ("POST", "/admin/v1/kb/{kb}/ingest"): {"paths": ["/tmp"]},
+    ("POST", "/admin/v1/kb/{kb}/search"): {"query": "开放时间"},
+}
+
+
+def _kb_call(gateway: Gateway, method: str, path: str, key: str, project: str):  # type: ignore[no-untyped-def]
+    url = path.format(kb="b-docs")
+    body = KB_BODIES.get((method, path))
+    if (method, path) == ("POST", "/admin/v1/kb"):
+        body = {"name": "new-kb", "project": project}
+    return gateway.client.request(
+        method, url, params={"project": project}, json=body, headers={"authorization": f"Bearer {key}"}
+    )
+
+
+@pytest.mark.parametrize(("method", "path"), KB_ROUTES)
+@pytest.mark.parametrize("who", ["developer", "viewer", "org_admin"])
+def test_project_a_keys_never_reach_org_b_knowledge_bases(
+    gateway: Gateway, tenants: dict[str, object], method: str, path: str, who: str
+) -> None:
+    gateway.state.knowledge.create(KbCreate(name="b-docs"), project="org-b/proj-b")
+    key = tenants["keys"][who]  # type: ignore[index]
+    for project in ("org-b/proj-b", "org-b/no-such-project", "no-such-org/p", "not-a-path"):
+        response = _kb_call(gateway, method, path, key, project)
+        assert response.status_code == 403, (project, response.status_code, response.text)
+        assert response.json()["error"]["rule"] == "tenancy.org"
+        assert "b-docs" not in response.text and "proj-b" not in response.text
+
+
+@pytest.mark.parametrize(("method", "path"), KB_ROUTES)
+@pytest.mark.parametrize("who", ["developer", "viewer"])
+def test_project_keys_never_reach_a_sibling_projects_knowledge_bases(
+    gateway: Gateway, tenants: dict[str, object], method: str, path: str, who: str
+) -> None:
+    gateway.state.knowledge.create(KbCreate(name="b-docs"), project="org-a/proj-a2")
+    response = _kb_call(gateway, method, path, tenants["keys"][who], "org-a/proj-a2")  # type: ignore[index]
+    assert response.status_code == 403
+    assert response.json()["error"]["rule"] == "tenancy.project"
+
+
+def test_knowledge_base_lists_show_only_the_own_project(gateway: Gateway, tenants: dict[str, object]) -> None:
+    for project in ("org-a/proj-a", "org-a/proj-a2", "org-b/proj-b"):
+        gateway.state.knowledge.create(KbCreate(name=f"kb-{project.split('/')[1]}"), project=project)
+    keys = tenants["keys"]  # type: ignore[assignment]
+    expected = {"developer": ["kb-proj-a"], "viewer": ["kb-proj-a"], "org_admin": ["kb-proj-a", "kb-proj-a2"]}
+    for who, names in expected.items():
+        listed = gateway.client.get("/admin/v1/kb", headers={"authorization": f"Bearer {keys[who]}"})  # type: ignore[index]
+        assert listed.status_code == 200, (who, listed.text)
+        assert [kb["name"] for kb in listed.json()] == names, who
+    viewer = {"authorization": f"Bearer {keys['viewer']}"}  # type: ignore[index]
+    denied = gateway.client.post("/admin/v1/kb", json={"name": "x"}, headers=viewer)
+    assert denied.status_code == 403 and denied.json()["error"]["rule"] == "rbac.viewer"
+    # A platform "user" key belongs to no organisation: it reaches no project's knowledge bases.
+    user = gateway.client.get("/admin/v1/kb", params={"project": "org-a/proj-a"}, headers=gateway.headers)
+    assert user.status_code == 403 and user.json()["error"]["rule"] == "tenancy.org"

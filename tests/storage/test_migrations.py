@@ -55,6 +55,9 @@ TABLES = {
     "feedback",
     "deployments",
     "deployment_events",
+    "kb_bases",
+    "kb_documents",
+    "kb_chunks",
 }
 
 

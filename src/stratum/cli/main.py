@@ -20,6 +20,7 @@
     stratum lineage MODEL@V    what produced a version and what it produced
     stratum deploy …           canary releases with automatic rollback (status, history …)
     stratum ab start|report    A/B tests with sticky assignment and a significance report
+    stratum kb …               knowledge bases (create, list, ingest, search, eval, export, import)
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -41,6 +42,7 @@ from stratum.cli import (
     deploy,
     evals,
     guard,
+    kb,
     keys,
     lineage,
     models,
@@ -128,6 +130,7 @@ app.add_typer(routing.queue_app, name="queue")
 app.command("lineage")(lineage.lineage)
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(deploy.ab_app, name="ab")
+app.add_typer(kb.app, name="kb")
 
 
 def run() -> None:

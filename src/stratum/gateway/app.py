@@ -28,6 +28,7 @@ from stratum.gateway.routes import (
     feedback,
     guard,
     health,
+    kb,
     models,
     releases,
     routing,
@@ -44,6 +45,7 @@ from stratum.governance.rules import PolicyService
 from stratum.governance.service import KeyService
 from stratum.governance.tenancy import TenancyService
 from stratum.governance.usage import UsageService
+from stratum.knowledge.service import KnowledgeService
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage.db import Database, utcnow
@@ -95,6 +97,7 @@ def create_app(
             guard=GuardService(db),
             audit_writer=AuditWriter(db),
             **release_services(db, registry),
+            knowledge=KnowledgeService(db),
         )
         app.state.stratum = state
         state.preload = await anyio.to_thread.run_sync(register_builtin_models, settings, registry)
@@ -151,6 +154,7 @@ def create_app(
         routing.client_router,
         feedback.router,
         releases.router,
+        kb.router,
     ):
         app.include_router(router)
     return app

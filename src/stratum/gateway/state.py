@@ -22,6 +22,7 @@ from stratum.governance.usage import UsageService
 from stratum.registry.feedback import FeedbackService
 from stratum.registry.lineage import LineageService
 from stratum.registry.responses import ResponseLog
+from stratum.knowledge.service import KnowledgeService
 from stratum.registry.service import RegistryService
 from stratum.routing import RoutingServices
 from stratum.settings import Settings
@@ -54,6 +55,7 @@ class AppState:
     # Served names to preload at start; /readyz is green once they are loaded.
     preload: list[str] = field(default_factory=list)
     ready: bool = False
+    knowledge: KnowledgeService | None = None
     # Verified keys by SHA-256 of the key: a revoked key stops working within a second.
     principals: TTLCache[bytes, Principal] = field(default_factory=lambda: TTLCache(ttl=1.0))
     # Routes, fallback chains, hand-off queue and response cache (built by create_app).

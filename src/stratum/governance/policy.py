@@ -62,6 +62,9 @@ ACTIONS = (
     "queue.read",
     "queue.write",
     "cache.write",
+    # Knowledge bases (stratum.knowledge): reading covers search and answering from a KB.
+    "kb.read",
+    "kb.write",
 )
 _USE = (*INFERENCE, "models.read")
 
@@ -81,9 +84,10 @@ ROLE_GRANTS: dict[str, tuple[str, ...]] = {
         "guard.write",
         "guard.scan",
         "datasets.*",
+        "kb.*",
     ),
-    "developer": (*_USE, "projects.read", "usage.read", "guard.read", "guard.scan", "datasets.*"),
-    "viewer": ("models.read", "projects.read", "usage.read", "guard.read", "datasets.read"),
+    "developer": (*_USE, "projects.read", "usage.read", "guard.read", "guard.scan", "datasets.*", "kb.*"),
+    "viewer": ("models.read", "projects.read", "usage.read", "guard.read", "datasets.read", "kb.read"),
 }
 
 

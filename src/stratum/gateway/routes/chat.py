@@ -16,6 +16,7 @@ from stratum.gateway.dispatch import FALLBACK_HEADER, Dispatched, dispatch
 from stratum.gateway.generation import sampling_params
 from stratum.gateway.guarding import Guarded
 from stratum.gateway.metering import ChatMeter, Meter
+from stratum.gateway.routes import kb_chat
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
 from stratum.gateway.serving import choose_version, served_hook
 from stratum.gateway.sse import DONE, error_event, event
@@ -55,8 +56,15 @@ async def create_chat_completion(
         log.debug("ignoring unknown fields %s", body.unknown_fields())
     recorder = Recorder(state.metrics, endpoint="chat", model=body.model, started=context.started)
     try:
+        guarded = await Guarded.open(state, context, meter)
+        messages = await guarded.chat_messages([m.model_dump(exclude_none=True) for m in body.messages])
+        # Knowledge bases (model "kb/<name>" or knowledge_bases=[...]): retrieval and citations.
+        rag = await kb_chat.prepare(state, context, body)
+        if rag is not None and rag.answer is not None:
+            recorder.done(200)
+            return rag.direct_response(body, {"x-request-id": context.request_id})
         # A deployment (canary / A-B) picks the version; otherwise the name goes to its route as is.
-        target, deployment = choose_version(state, context, body.model, user=body.user)
+        target, deployment = choose_version(state, context, rag.model if rag else body.model, user=body.user)
         if deployment is not None:
             version = await state.pool.resolve(target)
             recorder.on_done = served_hook(
@@ -64,9 +72,13 @@ async def create_chat_completion(
             )
         sent = body.model_dump(exclude_none=True)  # includes unknown fields the client sent
         passthrough = {k: sent[k] for k in _PASSTHROUGH if k in sent}
-        guarded = await Guarded.open(state, context, meter)
-        messages = await guarded.chat_messages([m.model_dump(exclude_none=True) for m in body.messages])
-        cache = await cached.probe(state, context, model=target, messages=messages, params=sent)
+        if rag is not None:
+            _, generator = await state.pool.text_engine(target)
+            messages = rag.messages_for(generator, body.token_limit())
+        # A grounded answer carries citations the cache does not keep: RAG requests bypass it.
+        cache = (
+            None if rag else await cached.probe(state, context, model=target, messages=messages, params=sent)
+        )
         if cache is not None and cache.hit is not None:
             return await _cache_hit(body, context, meter, recorder, cache)
         requests = [
@@ -93,7 +105,8 @@ async def create_chat_completion(
     headers = {VERSION_HEADER: served, "x-request-id": context.request_id, **answer.headers()}
     headers[cached.CACHE_HEADER] = cache.header if cache is not None else "bypass"
     if body.stream:
-        return sse_response(_chunks(body, answer, recorder, cache, guarded), headers=headers)
+        events = _chunks(body, answer, recorder, cache, guarded)
+        return sse_response(rag.with_citations(events) if rag else events, headers=headers)
     try:
         choices = await generation.collect()
         guarded.choices(choices)
@@ -119,7 +132,8 @@ async def create_chat_completion(
         ],
         usage=generation.usage(),
     )
-    return JSONResponse({**dump(completion), "stratum": answer.extra()}, headers=headers)
+    payload = {**dump(completion), "stratum": answer.extra()}
+    return JSONResponse(rag.annotate(payload) if rag else payload, headers=headers)
 
 
 def _accepts(body: ChatCompletionRequest) -> Callable[[ModelVersionPublic], None]:

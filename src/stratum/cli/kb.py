@@ -1,0 +1,333 @@
+"""``stratum kb …``: knowledge bases — create, list, ingest, search, eval, export, import, delete.
+
+Runs in this process against the platform's store (like every other CLI group), with its own
+encoder: a running gateway sees new chunks on its next search. A KB is named ``NAME`` when only
+one project has a KB of that name, else ``ORG/PROJECT/NAME``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from stratum.cli.output import CliError, print_fields, print_json, print_table
+from stratum.cli.store import open_database
+
+if TYPE_CHECKING:
+    from stratum.engine.base import Encoder
+    from stratum.knowledge.schemas import KbPublic
+    from stratum.knowledge.service import KnowledgeService
+    from stratum.storage.db import Database
+
+app = typer.Typer(
+    help="Knowledge bases: ingest documents, search them, answer with citations.", no_args_is_help=True
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+KbArg = Annotated[str, typer.Argument(metavar="KB", help="NAME or ORG/PROJECT/NAME.")]
+Mode = Annotated[
+    str | None, typer.Option("--mode", help="hybrid, dense or bm25 (default: the KB's setting).")
+]
+
+
+@contextmanager
+def _knowledge() -> Iterator[tuple[Database, KnowledgeService]]:
+    from stratum.knowledge.service import KnowledgeService
+
+    with open_database() as db:
+        yield db, KnowledgeService(db)
+
+
+def _encoder(db: Database, name: str) -> Encoder:
+    """The KB's embedding model, loaded in this process: the bundled e5 or a registered one."""
+    from stratum.engine.embeddings import BUILTIN_ENCODER_NAME, BUILTIN_ENCODER_SOURCE, load_encoder
+    from stratum.registry.service import RegistryService
+
+    if name == BUILTIN_ENCODER_NAME:
+        return load_encoder(BUILTIN_ENCODER_SOURCE)
+    version = RegistryService(db).resolve(name)
+    if version.kind != "embedding":
+        raise CliError(f"{name} is not an embedding model")
+    return load_encoder(version.artifact_uri or BUILTIN_ENCODER_SOURCE)
+
+
+def _check_mode(mode: str | None) -> str | None:
+    if mode is not None and mode not in ("hybrid", "dense", "bm25"):
+        raise CliError(f"--mode is hybrid, dense or bm25, not {mode!r}", exit_code=2)
+    return mode
+
+
+def _summary(kb: KbPublic) -> dict[str, object]:
+    s = kb.settings
+    return {
+        "kb": kb.ref,
+        "documents": kb.documents,
+        "chunks": kb.chunks,
+        "chunk_size": s.chunk_size,
+        "overlap": s.chunk_overlap,
+        "embedding": s.embedding_model,
+        "generator": s.generator_model or "(extractive)",
+        "retrieval": s.retrieval,
+    }
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    project: Annotated[str, typer.Option("--project", "-p", metavar="ORG/PROJECT", help="Owning project.")],
+    description: Annotated[str | None, typer.Option("--description")] = None,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Tokens per chunk.")] = 256,
+    chunk_overlap: Annotated[int, typer.Option("--chunk-overlap", help="Tokens shared by neighbours.")] = 32,
+    embedding_model: Annotated[str, typer.Option("--embedding-model")] = "multilingual-e5-small",
+    generator: Annotated[
+        str | None, typer.Option("--generator", help="Chat model answering kb/NAME; unset: extractive.")
+    ] = None,
+    retrieval: Annotated[str, typer.Option("--retrieval", help="hybrid, dense or bm25.")] = "hybrid",
+    index: Annotated[str, typer.Option("--index", help="auto, hnsw, exact or milvus.")] = "auto",
+    milvus_uri: Annotated[
+        str | None, typer.Option("--milvus-uri", help="Milvus URL or milvus-lite file.")
+    ] = None,
+    refusal_threshold: Annotated[
+        float | None, typer.Option("--refusal-threshold", help="Cosine under which answers refuse.")
+    ] = None,
+    mmr: Annotated[bool, typer.Option("--mmr/--no-mmr", help="Diversify results (MMR).")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a knowledge base in a project."""
+    from stratum.knowledge.schemas import KbCreate, KbSettings
+
+    values: dict[str, object] = {
+        "chunk_size": chunk_size,
+        "chunk_overlap": chunk_overlap,
+        "embedding_model": embedding_model,
+        "generator_model": generator,
+        "retrieval": retrieval,
+        "index": index,
+        "milvus_uri": milvus_uri,
+        "mmr": mmr,
+    }
+    if refusal_threshold is not None:
+        values["refusal_threshold"] = refusal_threshold
+    spec = KbCreate(name=name, description=description, settings=KbSettings.model_validate(values))
+    with _knowledge() as (_, service):
+        kb = service.create(spec, project=project)
+    if as_json:
+        print_json(kb.model_dump(mode="json"))
+        return
+    print_fields(_summary(kb), title="knowledge base created")
+
+
+@app.command("list")
+def list_kbs(as_json: JsonFlag = False) -> None:
+    """List knowledge bases with their sizes."""
+    with _knowledge() as (_, service):
+        kbs = service.list()
+    if as_json:
+        print_json([kb.model_dump(mode="json") for kb in kbs])
+        return
+    print_table(
+        [_summary(kb) for kb in kbs],
+        ("kb", "documents", "chunks", "chunk_size", "embedding", "generator"),
+        empty="no knowledge bases yet; create one with `stratum kb create NAME --project ORG/PROJECT`",
+    )
+
+
+@app.command("delete")
+def delete(kb: KbArg) -> None:
+    """Delete a knowledge base with its documents and chunks."""
+    with _knowledge() as (_, service):
+        found = service.resolve(kb)
+        service.delete(found)
+    typer.echo(f"deleted {found.ref}")
+
+
+@app.command("ingest")
+def ingest(
+    kb: KbArg,
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Files and folders.")],
+    tags: Annotated[
+        str | None, typer.Option("--tags", help="Comma-separated tags for these documents.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Chunks embedded per commit.")] = 32,
+    as_json: JsonFlag = False,
+) -> None:
+    """Ingest files and folders: unchanged files are skipped, changed ones replaced, an interrupted
+    run resumed where it stopped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from stratum.knowledge import service as service_module
+    from stratum.knowledge.schemas import IngestProgress
+
+    service_module.INGEST_BATCH = batch_size
+    with _knowledge() as (db, service):
+        found = service.resolve(kb)
+        encoder = _encoder(db, found.settings.embedding_model)
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("files · {task.fields[chunks]} chunks · {task.fields[current]}"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, transient=False, disable=as_json) as bar:
+            task = bar.add_task(f"ingest {found.name}", total=None, chunks=0, current="")
+            seen = {"files": 0}
+
+            def show(state: IngestProgress) -> None:
+                bar.update(
+                    task,
+                    total=state.files_total,
+                    completed=state.files_done,
+                    chunks=state.chunks_done,
+                    current=state.current or "",
+                )
+                if state.files_done > seen["files"] and not as_json:
+                    seen["files"] = state.files_done
+                    bar.console.print(
+                        f"  {state.files_done}/{state.files_total} files, {state.chunks_done} chunks"
+                    )
+
+            result = service.ingest(
+                found, paths, encoder=encoder, tags=[t for t in (tags or "").split(",") if t], progress=show
+            )
+    if as_json:
+        print_json(result.summary())
+    else:
+        rate = result.chunks_done - result.chunks_resumed
+        print_fields(
+            {
+                "files": result.files_total,
+                "skipped (unchanged)": result.files_skipped,
+                "failed": result.files_failed,
+                "chunks": result.chunks_done,
+                "resumed chunks": result.chunks_resumed,
+                "pages": result.pages_done,
+                "seconds": round(result.elapsed_s, 1),
+                "chunks/s": round(rate / result.elapsed_s, 2) if result.elapsed_s else 0,
+            },
+            title=f"ingested into {found.ref}",
+        )
+        for error in result.errors:
+            typer.echo(f"warning: {error}", err=True)
+    if result.files_failed:
+        raise typer.Exit(1)
+
+
+@app.command("search")
+def search(
+    kb: KbArg,
+    query: Annotated[str, typer.Argument(metavar="QUERY")],
+    k: Annotated[int, typer.Option("-k", min=1, max=100, help="How many chunks.")] = 5,
+    mode: Mode = None,
+    source: Annotated[str | None, typer.Option("--source", help="Only these source files (glob).")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="Only documents with this tag.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Ranked chunks for QUERY: source, page, heading path, chunk id, score and text."""
+    from stratum.knowledge.schemas import SearchFilters, SearchRequest
+
+    filters = SearchFilters(sources=[source] if source else [], tags=[tag] if tag else [])
+    request = SearchRequest(query=query, k=k, mode=_check_mode(mode), filters=filters)  # type: ignore[arg-type]
+    with _knowledge() as (db, service):
+        found = service.resolve(kb)
+        encoder = (
+            None
+            if (request.mode or found.settings.retrieval) == "bm25"
+            else _encoder(db, found.settings.embedding_model)
+        )
+        result = service.search(found, request, encoder=encoder)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+        return
+    for hit in result.hits:
+        where = " > ".join(hit.heading_path)
+        page = f" p.{hit.page}" if hit.page is not None else ""
+        typer.echo(f"[{hit.rank}] {hit.source}{page} {where}  score={hit.score:.4f}  id={hit.chunk_id}")
+        typer.echo(f"    {hit.text[:200]}")
+    if not result.hits:
+        typer.echo("no matching chunks")
+
+
+@app.command("eval")
+def evaluate(
+    kb: KbArg,
+    questions: Annotated[Path, typer.Argument(metavar="QUESTIONS.jsonl", exists=True, dir_okay=False)],
+    k: Annotated[int, typer.Option("-k", min=1, max=100)] = 5,
+    compare: Annotated[
+        str, typer.Option("--compare", help="Retrieval modes side by side, e.g. hybrid,dense,bm25.")
+    ] = "hybrid,dense,bm25",
+    against: Annotated[
+        list[str] | None, typer.Option("--against", help="Another KB (e.g. other chunk size) to compare.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """hit@k, MRR, answer-string recall and latency, per configuration side by side."""
+    from stratum.knowledge.evaluation import dump_reports, evaluate, load_questions
+    from stratum.knowledge.schemas import SearchRequest
+
+    items = load_questions(questions)
+    modes = [_check_mode(m.strip()) for m in compare.split(",") if m.strip()]
+    reports = []
+    with _knowledge() as (db, service):
+        for ref in [kb, *(against or [])]:
+            found = service.resolve(ref)
+            encoder = _encoder(db, found.settings.embedding_model)
+            service.snapshot(found)  # build the indexes before timing queries
+            for mode in modes:
+
+                def run(
+                    request: SearchRequest,
+                    found: KbPublic = found,
+                    mode: str | None = mode,
+                    encoder: Encoder = encoder,
+                ) -> object:
+                    return service.search(found, request.model_copy(update={"mode": mode}), encoder=encoder)
+
+                label = f"{found.name} {mode} (chunk {found.settings.chunk_size})"
+                reports.append(evaluate(label, items, run, k=k))  # type: ignore[arg-type]
+    if as_json:
+        typer.echo(dump_reports(reports))
+        return
+    print_table([r.row() for r in reports], tuple(reports[0].row().keys()))
+
+
+@app.command("export")
+def export(
+    kb: KbArg, target: Annotated[Path, typer.Argument(metavar="FILE.zip")], as_json: JsonFlag = False
+) -> None:
+    """Write the KB (chunks, vectors, settings) to one archive."""
+    from stratum.knowledge.archive import export_kb
+
+    with _knowledge() as (db, service):
+        found = service.resolve(kb)
+        manifest = export_kb(db, found, target)
+    if as_json:
+        print_json(manifest)
+        return
+    typer.echo(
+        f"exported {found.ref}: {manifest['documents']} documents, {manifest['chunks']} chunks -> {target}"
+    )
+
+
+@app.command("import")
+def import_(
+    archive: Annotated[Path, typer.Argument(metavar="FILE.zip", exists=True, dir_okay=False)],
+    project: Annotated[str, typer.Option("--project", "-p", metavar="ORG/PROJECT")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name in this project (default: the archive's).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a KB from an archive written by `stratum kb export`."""
+    from stratum.knowledge.archive import import_kb
+
+    with _knowledge() as (db, service):
+        kb = import_kb(db, service, archive, project=project, name=name)
+    if as_json:
+        print_json(kb.model_dump(mode="json"))
+        return
+    print_fields(_summary(kb), title="knowledge base imported")

@@ -1,0 +1,206 @@
+"""``/admin/v1/kb``: knowledge bases of a project — create, list, show, delete, ingest, search, export.
+
+Every route names the project with ``?project=ORG/PROJECT`` (or the body's ``project`` when
+creating); a project key (developer, viewer) may leave it out and gets its own project. The
+policy decides ``kb.read`` / ``kb.write`` on that project (so keys of other projects get the
+tenancy 403, whatever the KB name), then the KB's own role lists (rule ``kb.acl``).
+
+Ingestion reads files on the server: allowed under ``STRATUM_KB_INGEST_ROOT`` when it is set,
+otherwise for platform admins only. It runs in a background thread; ``GET …/ingest`` shows its
+progress.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from pathlib import Path
+
+import anyio
+from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import FileResponse
+
+from stratum.engine.base import Encoder
+from stratum.errors import Conflict, InvalidRequest, NotFound, PolicyDenied
+from stratum.gateway.deps import ContextDep, RequestContext, StateDep
+from stratum.gateway.state import AppState
+from stratum.governance.schemas import ProjectPublic
+from stratum.knowledge.archive import export_kb
+from stratum.knowledge.schemas import (
+    DocumentPublic,
+    IngestProgress,
+    IngestRequest,
+    KbCreate,
+    KbPublic,
+    SearchRequest,
+    SearchResult,
+)
+from stratum.knowledge.service import KnowledgeService, check_access
+
+router = APIRouter(prefix="/admin/v1", tags=["knowledge"])
+ProjectParam = Query(default=None, description="ORG/PROJECT; a project key's own project by default.")
+
+
+def knowledge(state: AppState) -> KnowledgeService:
+    assert state.knowledge is not None
+    return state.knowledge
+
+
+async def _project(context: RequestContext, state: AppState, path: str | None, action: str) -> ProjectPublic:
+    principal = context.principal
+    if path is None:
+        if principal.project is None or principal.org is None:
+            raise InvalidRequest("name the knowledge base's project: ?project=ORG/PROJECT", param="project")
+        path = principal.project.name  # a project tenant is named by its ORG/PROJECT path
+    try:
+        found = await anyio.to_thread.run_sync(state.tenancy.get_project, path)
+    except NotFound as error:
+        raise context.denied_unless_admin(error) from None
+    except InvalidRequest:
+        raise context.denied_unless_admin(NotFound(f"No project {path!r}.", param="project")) from None
+    await context.authorize(action, org_id=found.org_id, project_id=found.id)
+    return found
+
+
+async def resolve_kb(
+    context: RequestContext, state: AppState, name: str, project: str | None, mode: str
+) -> KbPublic:
+    """The KB ``name`` of the project, once the policy and the KB's roles allow ``mode``."""
+    found = await _project(context, state, project, f"kb.{mode}")
+    kb = await anyio.to_thread.run_sync(lambda: knowledge(state).get(project=found.path, name=name))
+    check_access(kb, context.principal.role, mode)
+    return kb
+
+
+async def kb_encoder(state: AppState, kb: KbPublic) -> Encoder | None:
+    if kb.settings.retrieval == "bm25":
+        return None
+    _, encoder = await state.pool.encoder(kb.settings.embedding_model)
+    return encoder
+
+
+@router.get("/kb", response_model=list[KbPublic])
+async def list_kbs(
+    context: ContextDep, state: StateDep, project: str | None = ProjectParam
+) -> list[KbPublic]:
+    """Knowledge bases of a project (or, for org and platform admins without ?project, all they may see)."""
+    principal = context.principal
+    if project is None and principal.role in ("admin", "org_admin"):
+        org_id = None if principal.is_admin else (principal.org.id if principal.org else "-")
+        await context.authorize("kb.read", org_id=org_id)
+        found = await anyio.to_thread.run_sync(lambda: knowledge(state).list(org_id=org_id))
+    else:
+        scope = await _project(context, state, project, "kb.read")
+        found = await anyio.to_thread.run_sync(lambda: knowledge(state).list(project_id=scope.id))
+    readable = []
+    for kb in found:
+        try:
+            check_access(kb, principal.role, "read")
+        except PolicyDenied:
+            continue
+        readable.append(kb)
+    return readable
+
+
+@router.post("/kb", response_model=KbPublic, status_code=status.HTTP_201_CREATED)
+async def create_kb(spec: KbCreate, context: ContextDep, state: StateDep) -> KbPublic:
+    found = await _project(context, state, spec.project, "kb.write")
+    return await anyio.to_thread.run_sync(lambda: knowledge(state).create(spec, project=found.path))
+
+
+@router.get("/kb/{kb}", response_model=KbPublic)
+async def get_kb(
+    kb: str, context: ContextDep, state: StateDep, project: str | None = ProjectParam
+) -> KbPublic:
+    return await resolve_kb(context, state, kb, project, "read")
+
+
+@router.get("/kb/{kb}/documents", response_model=list[DocumentPublic])
+async def list_documents(
+    kb: str, context: ContextDep, state: StateDep, project: str | None = ProjectParam
+) -> list[DocumentPublic]:
+    found = await resolve_kb(context, state, kb, project, "read")
+    return await anyio.to_thread.run_sync(lambda: knowledge(state).documents(found))
+
+
+@router.delete("/kb/{kb}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_kb(
+    kb: str, context: ContextDep, state: StateDep, project: str | None = ProjectParam
+) -> Response:
+    found = await resolve_kb(context, state, kb, project, "write")
+    await anyio.to_thread.run_sync(lambda: knowledge(state).delete(found))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/kb/{kb}/ingest", response_model=IngestProgress, status_code=status.HTTP_202_ACCEPTED)
+async def ingest(
+    kb: str, spec: IngestRequest, context: ContextDep, state: StateDep, project: str | None = ProjectParam
+) -> IngestProgress:
+    """Start ingesting server-side files/folders in the background; poll ``GET …/ingest``."""
+    found = await resolve_kb(context, state, kb, project, "write")
+    paths = [Path(p).expanduser().resolve() for p in spec.paths]
+    root = state.settings.kb_ingest_root
+    if root is not None:
+        outside = [str(p) for p in paths if not p.is_relative_to(root.resolve())]
+        if outside:
+            raise PolicyDenied(
+                f"paths outside STRATUM_KB_INGEST_ROOT: {', '.join(outside)}", rule="kb.ingest_root"
+            )
+    elif not context.principal.is_admin:
+        raise PolicyDenied(
+            "reading server files needs STRATUM_KB_INGEST_ROOT set, or a platform admin key",
+            rule="kb.ingest_root",
+        )
+    for path in paths:
+        if not path.exists():
+            raise InvalidRequest(f"no such file or folder on the server: {path}", param="paths")
+    service = knowledge(state)
+    current = service.progress.get(found.id)
+    if current is not None and current.state == "running":
+        raise Conflict(f"knowledge base {found.name} is already being ingested", param="kb")
+    encoder = await kb_encoder(state, found)
+    if encoder is None:
+        raise InvalidRequest("ingestion needs the KB's embedding model")
+    started = IngestProgress(kb=found.name, state="running", files_total=0)
+    service.progress[found.id] = started
+
+    def run() -> None:
+        try:
+            service.ingest(found, paths, encoder=encoder, tags=spec.tags)
+        except Exception as error:  # reported through the progress endpoint
+            progress = service.progress.get(found.id, started)
+            progress.state = "failed"
+            progress.errors.append(str(error))
+
+    threading.Thread(target=run, name=f"kb-ingest-{found.name}", daemon=True).start()
+    return started
+
+
+@router.get("/kb/{kb}/ingest", response_model=IngestProgress)
+async def ingest_progress(
+    kb: str, context: ContextDep, state: StateDep, project: str | None = ProjectParam
+) -> IngestProgress:
+    """Progress of the KB's latest ingest run in this gateway (``idle`` if none)."""
+    found = await resolve_kb(context, state, kb, project, "read")
+    return knowledge(state).progress.get(found.id) or IngestProgress(kb=found.name)
+
+
+@router.post("/kb/{kb}/search", response_model=SearchResult)
+async def search(
+    kb: str, spec: SearchRequest, context: ContextDep, state: StateDep, project: str | None = ProjectParam
+) -> SearchResult:
+    """Ranked chunks (source, page, heading path, chunk id, text, score) for a query."""
+    found = await resolve_kb(context, state, kb, project, "read")
+    encoder = None if (spec.mode or found.settings.retrieval) == "bm25" else await kb_encoder(state, found)
+    return await anyio.to_thread.run_sync(lambda: knowledge(state).search(found, spec, encoder=encoder))
+
+
+@router.get("/kb/{kb}/export", response_class=FileResponse)
+async def export(
+    kb: str, context: ContextDep, state: StateDep, project: str | None = ProjectParam
+) -> FileResponse:
+    """The KB as one archive (chunks, vectors, settings); ``stratum kb import`` reads it."""
+    found = await resolve_kb(context, state, kb, project, "read")
+    target = Path(tempfile.mkdtemp(prefix="stratum-kb-")) / f"{found.name}.zip"
+    await anyio.to_thread.run_sync(lambda: export_kb(state.db, found, target))
+    return FileResponse(target, media_type="application/zip", filename=target.name)

@@ -1,0 +1,179 @@
+"""Hybrid retrieval over one KB snapshot: BM25 + dense vectors, fused by reciprocal rank fusion.
+
+A ``Snapshot`` holds a KB's chunks at one revision: ids, metadata, the vector matrix, a BM25 index
+over the stored lexical tokens and a ``VectorIndex``. It is immutable; the service swaps in a
+new snapshot when the KB's revision moves.
+
+Ranking:
+* dense: the index's top ``depth`` by cosine (``query: `` prefix on the query, ``passage: `` on
+  chunks — the encoder adds them from ``kind``);
+* bm25: bm25s scores over jieba/word tokens;
+* hybrid: RRF, ``score = Σ 1 / (rrf_k + rank)`` over both lists (Cormack et al. 2009), which
+  needs no score calibration between the two;
+* optional MMR (λ = 0.7) re-orders the fused list for diversity, using the chunk vectors;
+* filters (source globs, tags, date range) restrict both lists; with a filter the dense side is
+  computed exactly over the allowed rows, so a selective filter never starves the ANN's top-k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from fnmatch import fnmatchcase
+from typing import Any
+
+import numpy as np
+
+from stratum.knowledge.index import VectorIndex, top_k
+from stratum.knowledge.schemas import SearchFilters
+
+# How deep each list goes before fusion: enough that a chunk ranked well by one side only still
+# reaches the fused top-k.
+MIN_DEPTH = 50
+MMR_LAMBDA = 0.7
+
+
+@dataclass(frozen=True)
+class ChunkMeta:
+    id: str
+    source: str
+    page: int | None
+    heading_path: list[str]
+    text: str
+    kind: str
+    tags: tuple[str, ...]
+    doc_date: datetime | None
+
+
+@dataclass
+class Scored:
+    position: int
+    score: float
+    dense: float | None = None
+    bm25: float | None = None
+
+
+class Snapshot:
+    def __init__(
+        self,
+        *,
+        revision: int,
+        chunks: list[ChunkMeta],
+        vectors: np.ndarray,
+        tokens: list[list[str]],
+        index: VectorIndex,
+    ) -> None:
+        self.revision = revision
+        self.chunks = chunks
+        self.vectors = vectors
+        self.position = {c.id: i for i, c in enumerate(chunks)}
+        self.index = index
+        if chunks:
+            index.build([c.id for c in chunks], vectors)
+        self._bm25: Any = None
+        if chunks:
+            import bm25s
+
+            self._bm25 = bm25s.BM25()
+            # An empty token list would make bm25s drop the document and shift every position.
+            self._bm25.index([t or ["\u2205"] for t in tokens], show_progress=False)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def allowed(self, filters: SearchFilters) -> np.ndarray | None:
+        if filters.empty():
+            return None
+        mask = np.ones(len(self.chunks), dtype=bool)
+        for i, chunk in enumerate(self.chunks):
+            if (
+                (filters.sources and not any(fnmatchcase(chunk.source, p) for p in filters.sources))
+                or (filters.tags and not set(filters.tags).intersection(chunk.tags))
+                or (
+                    (filters.date_from or filters.date_to)
+                    and (
+                        chunk.doc_date is None
+                        or (filters.date_from is not None and chunk.doc_date < filters.date_from)
+                        or (filters.date_to is not None and chunk.doc_date > filters.date_to)
+                    )
+                )
+            ):
+                mask[i] = False
+        return mask
+
+    def dense(self, query: np.ndarray, depth: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        if not self.chunks:
+            return []
+        if mask is None:
+            return [(self.position[i], s) for i, s in self.index.search(query, depth)]
+        allowed = np.flatnonzero(mask)
+        scores = self.vectors[allowed] @ query
+        ids = [str(p) for p in allowed]
+        return [(int(p), s) for p, s in top_k(scores, depth, ids)]
+
+    def lexical(self, tokens: list[str], depth: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        if self._bm25 is None or not tokens:
+            return []
+        scores = np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
+        if mask is not None:
+            scores = np.where(mask, scores, 0.0)
+        ranked = top_k(scores, depth, [str(i) for i in range(len(scores))])
+        return [(int(p), s) for p, s in ranked if s > 0]
+
+    def search(
+        self,
+        *,
+        query_vector: np.ndarray | None,
+        query_tokens: list[str],
+        k: int,
+        mode: str,
+        rrf_k: int,
+        mmr: bool,
+        filters: SearchFilters,
+    ) -> list[Scored]:
+        mask = self.allowed(filters)
+        depth = max(MIN_DEPTH, 4 * k)
+        dense = self.dense(query_vector, depth, mask) if mode != "bm25" and query_vector is not None else []
+        lexical = self.lexical(query_tokens, depth, mask) if mode != "dense" else []
+        fused: dict[int, Scored] = {}
+        if mode == "dense":
+            fused = {p: Scored(p, s, dense=s) for p, s in dense}
+        elif mode == "bm25":
+            fused = {p: Scored(p, s, bm25=s) for p, s in lexical}
+        else:
+            for rank, (p, s) in enumerate(dense, start=1):
+                fused.setdefault(p, Scored(p, 0.0)).score += 1.0 / (rrf_k + rank)
+                fused[p].dense = s
+            for rank, (p, s) in enumerate(lexical, start=1):
+                fused.setdefault(p, Scored(p, 0.0)).score += 1.0 / (rrf_k + rank)
+                fused[p].bm25 = s
+            if query_vector is not None:
+                # The refusal threshold and the citations need the cosine of every hit, also of
+                # those only BM25 found.
+                for item in fused.values():
+                    if item.dense is None:
+                        item.dense = float(self.vectors[item.position] @ query_vector)
+        ranked = sorted(fused.values(), key=lambda s: (-s.score, s.position))
+        if mmr and ranked:
+            return _mmr(ranked[:depth], self.vectors, k)
+        return ranked[:k]
+
+
+def _mmr(candidates: list[Scored], vectors: np.ndarray, k: int) -> list[Scored]:
+    """Maximal marginal relevance (Carbonell & Goldstein 1998) over the fused candidates."""
+    relevance = np.array([c.score for c in candidates], dtype=np.float32)
+    span = float(relevance.max() - relevance.min()) or 1.0
+    relevance = (relevance - relevance.min()) / span
+    matrix = vectors[[c.position for c in candidates]]
+    chosen: list[int] = []
+    remaining = list(range(len(candidates)))
+    while remaining and len(chosen) < k:
+        if chosen:
+            similarity = (matrix[remaining] @ matrix[chosen].T).max(axis=1)
+        else:
+            similarity = np.zeros(len(remaining), dtype=np.float32)
+        values = MMR_LAMBDA * relevance[remaining] - (1 - MMR_LAMBDA) * similarity
+        best = remaining[int(np.argmax(values))]
+        chosen.append(best)
+        remaining.remove(best)
+    return [candidates[i] for i in chosen]

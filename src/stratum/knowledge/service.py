@@ -1,0 +1,456 @@
+"""Knowledge bases: create/list/delete, resumable ingestion, hybrid search.
+
+``KnowledgeService`` serves the CLI (``stratum kb …``), the admin API (``/admin/v1/kb``) and
+chat answering (``knowledge.answer``). Who may do what is decided by the callers through the
+policy (``kb.read`` / ``kb.write`` on the KB's project) plus the KB's own role lists
+(``check_access``). The encoder is passed in by the caller (the gateway's pool or the CLI's own),
+so this module never loads models itself.
+
+Ingestion is resumable because it commits in small batches: each batch of chunks is written with
+the document's ``chunks_done`` counter in one transaction. A process killed mid-file leaves a
+``partial`` document whose committed chunks are kept; the next run re-extracts that file (chunking
+is deterministic for the same bytes and settings), skips the ``chunks_done`` chunks already stored
+and continues — nothing is duplicated (``(document_id, ordinal)`` is unique) and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from stratum.engine.base import Encoder
+from stratum.errors import Conflict, InvalidRequest, NotFound, PolicyDenied
+from stratum.governance.tables import OrgRow, ProjectRow
+from stratum.governance.tenancy import find_project
+from stratum.knowledge.chunking import chunk_blocks
+from stratum.knowledge.extract import extract, iter_files
+from stratum.knowledge.index import make_index
+from stratum.knowledge.retrieval import ChunkMeta, Snapshot
+from stratum.knowledge.schemas import (
+    ChunkHit,
+    DocumentPublic,
+    IngestProgress,
+    KbCreate,
+    KbPublic,
+    KbSettings,
+    SearchRequest,
+    SearchResult,
+)
+from stratum.knowledge.tables import KbChunkRow, KbDocumentRow, KnowledgeBaseRow
+from stratum.knowledge.text import lexical_tokens
+from stratum.storage import Database, utcnow
+
+# Chunks embedded and committed together: a kill loses at most one batch of embedding work.
+INGEST_BATCH = 32
+ProgressCallback = Callable[[IngestProgress], None]
+
+
+def _id() -> str:
+    return uuid.uuid4().hex
+
+
+def kb_public(row: KnowledgeBaseRow, project: ProjectRow, org: OrgRow, counts: tuple[int, int]) -> KbPublic:
+    return KbPublic(
+        id=row.id,
+        name=row.name,
+        project=f"{org.name}/{project.name}",
+        project_id=project.id,
+        org_id=org.id,
+        description=row.description,
+        settings=KbSettings(**row.settings),
+        revision=row.revision,
+        documents=counts[0],
+        chunks=counts[1],
+        created_at=row.created_at,
+    )
+
+
+def check_access(kb: KbPublic, role: str, mode: str) -> None:
+    """The KB's own role lists, checked after the policy allowed ``kb.<mode>`` on its project."""
+    if role == "admin":
+        return
+    roles = kb.settings.read_roles if mode == "read" else kb.settings.write_roles
+    if mode == "read" and role in kb.settings.write_roles:
+        return
+    if role not in roles:
+        raise PolicyDenied(f"the {role} role may not {mode} knowledge base {kb.name}", rule="kb.acl")
+
+
+class KnowledgeService:
+    """Serves: the CLI, the admin API and chat answering (see the module docstring)."""
+
+    def __init__(self, db: Database, *, home: Path | None = None) -> None:
+        self._db = db
+        self._home = home
+        self._snapshots: dict[str, Snapshot] = {}
+        self._snapshot_lock = threading.Lock()
+        # Progress of ingest runs by KB id, for the API (runs in this process only).
+        self.progress: dict[str, IngestProgress] = {}
+
+    # --- KBs -------------------------------------------------------------------------------
+
+    def create(self, spec: KbCreate, *, project: str) -> KbPublic:
+        with self._db.session() as session:
+            org, proj = find_project(session, project)
+            exists = session.scalar(
+                select(KnowledgeBaseRow).where(
+                    KnowledgeBaseRow.project_id == proj.id, KnowledgeBaseRow.name == spec.name
+                )
+            )
+            if exists is not None:
+                raise Conflict(f"project {project} already has a knowledge base {spec.name!r}", param="name")
+            row = KnowledgeBaseRow(
+                id=_id(),
+                project_id=proj.id,
+                name=spec.name,
+                description=spec.description,
+                settings=spec.settings.model_dump(mode="json"),
+                revision=0,
+                created_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            return kb_public(row, proj, org, (0, 0))
+
+    def list(self, *, org_id: str | None = None, project_id: str | None = None) -> list[KbPublic]:
+        with self._db.session(write=False) as session:
+            query = (
+                select(KnowledgeBaseRow, ProjectRow, OrgRow)
+                .join(ProjectRow, ProjectRow.id == KnowledgeBaseRow.project_id)
+                .join(OrgRow, OrgRow.id == ProjectRow.org_id)
+                .order_by(OrgRow.name, ProjectRow.name, KnowledgeBaseRow.name)
+            )
+            if org_id is not None:
+                query = query.where(OrgRow.id == org_id)
+            if project_id is not None:
+                query = query.where(ProjectRow.id == project_id)
+            rows = session.execute(query).all()
+            return [kb_public(kb, p, o, self._counts(session, kb.id)) for kb, p, o in rows]
+
+    def get(self, *, project: str, name: str) -> KbPublic:
+        """The KB ``name`` of ``project`` (ORG/PROJECT)."""
+        with self._db.session(write=False) as session:
+            org, proj = find_project(session, project)
+            row = session.scalar(
+                select(KnowledgeBaseRow).where(
+                    KnowledgeBaseRow.project_id == proj.id, KnowledgeBaseRow.name == name
+                )
+            )
+            if row is None:
+                raise NotFound(f"project {project} has no knowledge base {name!r}", code="kb_not_found")
+            return kb_public(row, proj, org, self._counts(session, row.id))
+
+    def resolve(self, ref: str) -> KbPublic:
+        """``ORG/PROJECT/NAME``, or a bare ``NAME`` that only one project uses (CLI convenience)."""
+        parts = ref.split("/")
+        if len(parts) == 3:
+            return self.get(project=f"{parts[0]}/{parts[1]}", name=parts[2])
+        if len(parts) != 1:
+            raise InvalidRequest(f"a knowledge base is NAME or ORG/PROJECT/NAME, not {ref!r}", param="kb")
+        matches = [kb for kb in self.list() if kb.name == ref]
+        if not matches:
+            raise NotFound(f"no knowledge base {ref!r}", code="kb_not_found")
+        if len(matches) > 1:
+            names = ", ".join(kb.ref for kb in matches)
+            raise InvalidRequest(f"{ref!r} is ambiguous ({names}): use ORG/PROJECT/NAME", param="kb")
+        return matches[0]
+
+    def delete(self, kb: KbPublic) -> None:
+        with self._db.session() as session:
+            session.execute(delete(KbChunkRow).where(KbChunkRow.kb_id == kb.id))
+            session.execute(delete(KbDocumentRow).where(KbDocumentRow.kb_id == kb.id))
+            session.execute(delete(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb.id))
+        with self._snapshot_lock:
+            self._snapshots.pop(kb.id, None)
+
+    def documents(self, kb: KbPublic) -> list[DocumentPublic]:
+        with self._db.session(write=False) as session:
+            rows = session.scalars(
+                select(KbDocumentRow).where(KbDocumentRow.kb_id == kb.id).order_by(KbDocumentRow.source)
+            ).all()
+            return [
+                DocumentPublic(
+                    id=r.id,
+                    source=r.source,
+                    status=r.status,
+                    chunks_total=r.chunks_total,
+                    chunks_done=r.chunks_done,
+                    pages=r.pages,
+                    tags=list(r.tags or []),
+                    updated_at=r.updated_at,
+                )
+                for r in rows
+            ]
+
+    @staticmethod
+    def _counts(session: Session, kb_id: str) -> tuple[int, int]:
+        documents = session.scalar(select(func.count()).where(KbDocumentRow.kb_id == kb_id)) or 0
+        chunks = session.scalar(select(func.count()).where(KbChunkRow.kb_id == kb_id)) or 0
+        return int(documents), int(chunks)
+
+    # --- ingestion -------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        kb: KbPublic,
+        paths: Sequence[Path],
+        *,
+        encoder: Encoder,
+        tags: Sequence[str] = (),
+        doc_date: datetime | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> IngestProgress:
+        """Ingest files and folders; unchanged files are skipped, changed ones replaced, partial
+        ones resumed. Returns the final progress (``files_failed`` counts files that could not be
+        read; their errors are listed)."""
+        settings = kb.settings
+        files = iter_files([Path(p) for p in paths])
+        state = IngestProgress(kb=kb.name, state="running", files_total=len(files), started_at=utcnow())
+        self.progress[kb.id] = state
+        sizes = {path: path.stat().st_size for path, _ in files}
+        bytes_total = sum(sizes.values()) or 1
+        bytes_done = 0
+        started = time.perf_counter()
+        config = json.dumps(
+            [settings.chunk_size, settings.chunk_overlap, settings.embedding_model, encoder.dimensions]
+        )
+
+        def report() -> None:
+            state.elapsed_s = time.perf_counter() - started
+            fraction = bytes_done / bytes_total
+            state.eta_s = state.elapsed_s * (1 - fraction) / fraction if fraction > 0 else None
+            if progress is not None:
+                progress(state)
+
+        report()
+        try:
+            for path, source in files:
+                state.current = source
+                report()
+                try:
+                    self._ingest_file(kb, path, source, config, encoder, tags, doc_date, state, report)
+                except (InvalidRequest, ImportError, OSError, ValueError) as error:
+                    state.files_failed += 1
+                    message = getattr(error, "message", None) or str(error)
+                    state.errors.append(f"{source}: {message}")
+                bytes_done += sizes[path]
+                state.files_done += 1
+                report()
+        except BaseException:
+            state.state = "failed"
+            state.finished_at = utcnow()
+            report()
+            raise
+        state.current = None
+        state.state = "done"
+        state.finished_at = utcnow()
+        report()
+        return state
+
+    def _ingest_file(
+        self,
+        kb: KbPublic,
+        path: Path,
+        source: str,
+        config: str,
+        encoder: Encoder,
+        tags: Sequence[str],
+        doc_date: datetime | None,
+        state: IngestProgress,
+        report: Callable[[], None],
+    ) -> None:
+        data = path.read_bytes()
+        fingerprint = hashlib.sha256(data + config.encode()).hexdigest()
+        with self._db.session(write=False) as session:
+            doc = session.scalar(
+                select(KbDocumentRow).where(KbDocumentRow.kb_id == kb.id, KbDocumentRow.source == source)
+            )
+            known = (doc.id, doc.fingerprint, doc.status, doc.chunks_done) if doc else None
+        if known and known[1] == fingerprint and known[2] == "done":
+            state.files_skipped += 1
+            return
+        extracted = extract(path, data)
+        chunks = chunk_blocks(
+            extracted.blocks, size=kb.settings.chunk_size, overlap=kb.settings.chunk_overlap
+        )
+        with self._db.session() as session:
+            if known is None or known[1] != fingerprint:
+                if known is not None:  # changed file: its old chunks go, in this same transaction
+                    session.execute(delete(KbChunkRow).where(KbChunkRow.document_id == known[0]))
+                    session.execute(delete(KbDocumentRow).where(KbDocumentRow.id == known[0]))
+                doc_id = _id()
+                session.add(
+                    KbDocumentRow(
+                        id=doc_id,
+                        kb_id=kb.id,
+                        source=source,
+                        fingerprint=fingerprint,
+                        status="partial" if chunks else "done",
+                        chunks_total=len(chunks),
+                        chunks_done=0,
+                        pages=extracted.pages,
+                        tags=list(tags),
+                        doc_date=doc_date,
+                        updated_at=utcnow(),
+                    )
+                )
+                self._bump(session, kb.id)
+                start = 0
+            else:
+                doc_id, start = known[0], known[3]
+                state.chunks_resumed += start
+        state.chunks_total += len(chunks)
+        state.chunks_done += start
+        for begin in range(start, len(chunks), INGEST_BATCH):
+            batch = chunks[begin : begin + INGEST_BATCH]
+            vectors = encoder.encode([c.text for c in batch], kind="passage").astype("<f4")
+            tokens = [" ".join(lexical_tokens(" ".join([*c.heading_path, c.text]))) for c in batch]
+            end = begin + len(batch)
+            with self._db.session() as session:
+                for offset, (chunk, vector, token_text) in enumerate(
+                    zip(batch, vectors, tokens, strict=True)
+                ):
+                    ordinal = begin + offset
+                    session.add(
+                        KbChunkRow(
+                            id=hashlib.sha1(f"{doc_id}/{ordinal}".encode()).hexdigest()[:32],
+                            kb_id=kb.id,
+                            document_id=doc_id,
+                            ordinal=ordinal,
+                            text=chunk.text,
+                            page=chunk.page,
+                            heading_path=list(chunk.heading_path),
+                            kind=chunk.kind,
+                            tokens=token_text,
+                            vector=vector.tobytes(),
+                        )
+                    )
+                session.execute(
+                    update(KbDocumentRow)
+                    .where(KbDocumentRow.id == doc_id)
+                    .values(
+                        chunks_done=end,
+                        status="done" if end == len(chunks) else "partial",
+                        updated_at=utcnow(),
+                    )
+                )
+                self._bump(session, kb.id)
+            state.chunks_done += len(batch)
+            report()
+        if not chunks or start >= len(chunks):
+            with self._db.session() as session:
+                session.execute(update(KbDocumentRow).where(KbDocumentRow.id == doc_id).values(status="done"))
+        state.pages_done += extracted.pages
+
+    @staticmethod
+    def _bump(session: Session, kb_id: str) -> None:
+        session.execute(
+            update(KnowledgeBaseRow)
+            .where(KnowledgeBaseRow.id == kb_id)
+            .values(revision=KnowledgeBaseRow.revision + 1)
+        )
+
+    # --- retrieval -------------------------------------------------------------------------
+
+    def snapshot(self, kb: KbPublic) -> Snapshot:
+        """The KB's chunks and indexes at its current revision (rebuilt when it moved)."""
+        with self._db.session(write=False) as session:
+            revision = session.scalar(select(KnowledgeBaseRow.revision).where(KnowledgeBaseRow.id == kb.id))
+        if revision is None:
+            raise NotFound(f"knowledge base {kb.name!r} was deleted", code="kb_not_found")
+        with self._snapshot_lock:
+            cached = self._snapshots.get(kb.id)
+            if cached is not None and cached.revision == revision:
+                return cached
+            snapshot = self._load(kb, revision)
+            self._snapshots[kb.id] = snapshot
+            return snapshot
+
+    def _load(self, kb: KbPublic, revision: int) -> Snapshot:
+        with self._db.session(write=False) as session:
+            rows = session.execute(
+                select(KbChunkRow, KbDocumentRow.source, KbDocumentRow.tags, KbDocumentRow.doc_date)
+                .join(KbDocumentRow, KbDocumentRow.id == KbChunkRow.document_id)
+                .where(KbChunkRow.kb_id == kb.id)
+                .order_by(KbDocumentRow.source, KbChunkRow.ordinal)
+            ).all()
+        chunks = [
+            ChunkMeta(
+                id=c.id,
+                source=source,
+                page=c.page,
+                heading_path=list(c.heading_path or []),
+                text=c.text,
+                kind=c.kind,
+                tags=tuple(tags or ()),
+                doc_date=doc_date,
+            )
+            for c, source, tags, doc_date in rows
+        ]
+        if rows:
+            vectors = np.frombuffer(b"".join(c.vector for c, *_ in rows), dtype="<f4").reshape(len(rows), -1)
+        else:
+            vectors = np.zeros((0, 1), dtype=np.float32)
+        index = make_index(
+            kb.settings.index,
+            len(chunks),
+            milvus_uri=kb.settings.milvus_uri,
+            collection=f"kb_{kb.id}",
+        )
+        tokens = [c.tokens.split() for c, *_ in rows]
+        return Snapshot(revision=revision, chunks=chunks, vectors=vectors, tokens=tokens, index=index)
+
+    def search(self, kb: KbPublic, request: SearchRequest, *, encoder: Encoder | None) -> SearchResult:
+        started = time.perf_counter()
+        settings = kb.settings
+        mode = request.mode or settings.retrieval
+        snapshot = self.snapshot(kb)
+        query_vector = None
+        if mode != "bm25":
+            if encoder is None:
+                raise InvalidRequest(f"retrieval mode {mode!r} needs the KB's embedding model", param="mode")
+            query_vector = encoder.encode([request.query], kind="query")[0]
+            if len(snapshot) and query_vector.shape[0] != snapshot.vectors.shape[1]:
+                raise InvalidRequest(
+                    f"the encoder gives {query_vector.shape[0]}-d vectors, the KB holds "
+                    f"{snapshot.vectors.shape[1]}-d ones: use its embedding model {settings.embedding_model}"
+                )
+        scored = snapshot.search(
+            query_vector=query_vector,
+            query_tokens=lexical_tokens(request.query),
+            k=request.k,
+            mode=mode,
+            rrf_k=settings.rrf_k,
+            mmr=settings.mmr if request.mmr is None else request.mmr,
+            filters=request.filters,
+        )
+        hits = []
+        for rank, item in enumerate(scored, start=1):
+            chunk = snapshot.chunks[item.position]
+            hits.append(
+                ChunkHit(
+                    rank=rank,
+                    chunk_id=chunk.id,
+                    source=chunk.source,
+                    page=chunk.page,
+                    heading_path=chunk.heading_path,
+                    text=chunk.text,
+                    score=round(item.score, 6),
+                    dense_score=None if item.dense is None else round(item.dense, 6),
+                    bm25_score=None if item.bm25 is None else round(item.bm25, 6),
+                )
+            )
+        latency = (time.perf_counter() - started) * 1000
+        return SearchResult(
+            kb=kb.name, query=request.query, mode=mode, hits=hits, latency_ms=round(latency, 3)
+        )

