@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     )
     artifacts_endpoint_url: str | None = Field(
         default=None, description="S3-compatible endpoint for the cold tier (MinIO), e.g. http://minio:9000."
+    )
+
     # Knowledge bases (stratum.knowledge)
     kb_ingest_root: Path | None = Field(
         default=None,
