@@ -10,6 +10,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from stratum.gateway.routes.admin import router
+from stratum.gateway.routes.jobs import router as jobs_router
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from tests.gateway.conftest import Gateway
 
@@ -20,9 +21,14 @@ BODIES = {
     ("PATCH", "/admin/v1/orgs/{org}/projects/{project}"): {"rpm": 5},
     ("POST", "/admin/v1/orgs/{org}/projects/{project}/keys"): {"role": "developer"},
     ("PUT", "/admin/v1/policies/{name}"): {"name": "r1", "actions": ["chat"]},
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/jobs"): {"kind": "sleep", "config": {"seconds": 0}},
 }
 ADMIN_ROUTES = sorted(
-    (method, route.path) for route in router.routes if isinstance(route, APIRoute) for method in route.methods
+    (method, route.path)
+    for table in (router, jobs_router)
+    for route in table.routes
+    if isinstance(route, APIRoute)
+    for method in route.methods
 )
 TENANT_ROUTES = [r for r in ADMIN_ROUTES if "{org}" in r[1]]
 
@@ -48,7 +54,8 @@ def tenants(gateway: Gateway) -> dict[str, object]:
 
 
 def _call(gateway: Gateway, method: str, path: str, key: str, **params: str):  # type: ignore[no-untyped-def]
-    url = path.format(**{"org": "org-b", "project": "proj-b", "key_id": "x", "name": "r1", **params})
+    fields = {"org": "org-b", "project": "proj-b", "key_id": "x", "name": "r1", "job_id": "j", **params}
+    url = path.format(**fields)
     body = BODIES.get((method, path))
     return gateway.client.request(method, url, json=body, headers={"authorization": f"Bearer {key}"})
 
@@ -64,6 +71,7 @@ def test_every_admin_route_is_covered() -> None:
         ("GET", "/admin/v1/audit"),
         ("GET", "/admin/v1/prices"),
         ("PUT", "/admin/v1/prices/{model:path}"),
+        ("GET", "/admin/v1/jobs"),
     }
 
 

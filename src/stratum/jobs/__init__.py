@@ -9,4 +9,13 @@ from stratum.jobs.scheduler import Scheduler
 from stratum.jobs.schemas import JobLogs, JobPublic, JobSubmit, Progress, Resources
 from stratum.jobs.service import JobService
 
-__all__ = ["JobContext", "JobLogs", "JobPublic", "JobService", "JobSubmit", "Progress", "Resources", "Scheduler"]
+__all__ = [
+    "JobContext",
+    "JobLogs",
+    "JobPublic",
+    "JobService",
+    "JobSubmit",
+    "Progress",
+    "Resources",
+    "Scheduler",
+]

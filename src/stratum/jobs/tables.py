@@ -23,9 +23,7 @@ class JobRow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     # Jobs belong to a project; NULL for platform jobs submitted from the CLI without one.
-    project_id: Mapped[str | None] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), index=True
-    )
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(64))
     name: Mapped[str | None] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(16))
