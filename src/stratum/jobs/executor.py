@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout, suppress
 from pathlib import Path
 from typing import Protocol
 
@@ -35,7 +35,14 @@ class Execution(Protocol):
 
 class Executor(Protocol):
     def start(
-        self, *, spec_path: Path, entry: str, log_path: Path, threads: int, gpus: list[int]
+        self,
+        *,
+        spec_path: Path,
+        entry: str,
+        log_path: Path,
+        threads: int,
+        gpus: list[int],
+        env: dict[str, str],
     ) -> Execution: ...
 
 
@@ -75,17 +82,22 @@ class _Process:
     def _signal(self, sig: int) -> None:
         if self.process.poll() is None:
             # The whole process group: a job's own subprocesses (data loaders …) go with it.
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                pass
 
 
 class ProcessExecutor:
     def start(
-        self, *, spec_path: Path, entry: str, log_path: Path, threads: int, gpus: list[int]
+        self,
+        *,
+        spec_path: Path,
+        entry: str,
+        log_path: Path,
+        threads: int,
+        gpus: list[int],
+        env: dict[str, str],
     ) -> _Process:
-        env = dict(os.environ)
+        env = dict(os.environ) | env
         env |= {
             "OMP_NUM_THREADS": str(threads),
             "MKL_NUM_THREADS": str(threads),

@@ -68,6 +68,11 @@ class Worker:
             db, lease_s=settings.job_lease_seconds, max_running=settings.jobs_max_running
         )
         self.jobs_dir = settings.jobs_dir
+        # The child opens the same store and home as its worker, whatever its own environment says.
+        self.child_env = {
+            "STRATUM_HOME": str(settings.home),
+            "STRATUM_DATABASE_URL": settings.resolved_database_url,
+        }
         self.executor = executor or ProcessExecutor()
         self.kinds = dict(job_kinds.BUILTIN_KINDS if kinds is None else kinds)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
@@ -150,6 +155,7 @@ class Worker:
             log_path=log_path(self.jobs_dir, claim.id),
             threads=claim.resources.cpu_threads,
             gpus=gpus,
+            env=self.child_env,
         )
         self.running[claim.id] = _Running(claim, execution, rundir, gpus)
 
