@@ -1,0 +1,84 @@
+"""Full fine-tuning and DPO on the tiny Llama, run in-process through their job handlers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stratum.jobs import JobContext, Resources
+from stratum.registry.service import RegistryService
+from stratum.storage import Database
+from stratum.training import dpo, sft
+from stratum.training.config import validate_dpo, validate_sft
+
+pytestmark = pytest.mark.slow
+
+
+def _context(tmp_path: Path, kind: str, config: dict[str, object]) -> JobContext:
+    workdir = tmp_path / "job"
+    (workdir / "run").mkdir(parents=True)
+    normalised = (validate_sft if kind == "sft" else validate_dpo)(config)
+    return JobContext(
+        job_id=f"{kind}-job",
+        kind=kind,
+        attempt=1,
+        config=normalised,
+        resources=Resources(cpu_threads=1),
+        workdir=workdir,
+        rundir=workdir / "run",
+    )
+
+
+@pytest.fixture
+def store(db: Database, monkeypatch: pytest.MonkeyPatch) -> Database:
+    # The handlers open the store from settings, as they do in a job's child process.
+    monkeypatch.setenv("STRATUM_DATABASE_URL", db.url.render_as_string(hide_password=False))
+    return db
+
+
+def test_full_fine_tune_changes_every_weight_and_registers(
+    store: Database, tmp_path: Path, tiny_registered: str, tiny_dir: Path, chat_data: Path
+) -> None:
+    config = {"base": tiny_registered, "dataset_path": str(chat_data), "method": "full", "max_steps": 3}
+    config |= {"learning_rate": 1e-3, "output": "tiny-full"}
+    context = _context(tmp_path, "sft", config)
+    result = sft.run(context)
+    after = load_file(str(Path(result["model_path"]) / "model.safetensors"))
+    before = load_file(str(tiny_dir / "model.safetensors"))
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert len(changed) == len(before)
+    assert context.metrics["trainable_params"] == context.metrics["total_params"]
+    version = RegistryService(store).resolve(result["model"])
+    assert version.metadata["variant"] == "full" and version.metadata["base"] == tiny_registered
+
+
+def test_dpo_prefers_the_chosen_answers(
+    store: Database, tmp_path: Path, tiny_registered: str, preference_data: Path
+) -> None:
+    config = {"base": tiny_registered, "dataset_path": str(preference_data), "max_steps": 12}
+    config |= {"learning_rate": 5e-3, "batch_size": 5, "beta": 0.5, "checkpoint_every": 4}
+    context = _context(tmp_path, "dpo", config)
+    result = dpo.run(context)
+    losses = context.metrics
+    # log σ(0) = log 2: the first step starts exactly at the reference (LoRA B is zero).
+    progress = context.rundir / "progress.json"
+    assert progress.is_file()
+    assert losses["final_loss"] < 0.6931 and losses["reward_accuracy"] > 0.5
+    assert (Path(result["adapter_path"]) / "adapter_model.safetensors").is_file()
+    version = RegistryService(store).resolve(result["model"])
+    assert version.metadata["job_kind"] == "dpo" and version.metadata["dataset"] == str(preference_data)
+
+
+def test_configs_are_checked_at_submit() -> None:
+    from stratum.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="exactly one of base"):
+        validate_sft({"dataset_path": "x.jsonl"})
+    with pytest.raises(InvalidRequest, match="lora.r"):
+        validate_sft({"base": "m", "dataset_path": "x", "lora": {"r": 0}})
+    with pytest.raises(InvalidRequest, match="method"):
+        validate_dpo({"base": "m", "dataset_path": "x", "method": "full"})
+    assert validate_sft({"base": "m", "dataset": "d@1", "register": False})["register_output"] is False
