@@ -77,7 +77,7 @@ def test_configs_are_checked_at_submit() -> None:
 
     with pytest.raises(InvalidRequest, match="exactly one of base"):
         validate_sft({"dataset_path": "x.jsonl"})
-    with pytest.raises(InvalidRequest, match="lora.r"):
+    with pytest.raises(InvalidRequest, match=r"lora\.r"):
         validate_sft({"base": "m", "dataset_path": "x", "lora": {"r": 0}})
     with pytest.raises(InvalidRequest, match="method"):
         validate_dpo({"base": "m", "dataset_path": "x", "method": "full"})
