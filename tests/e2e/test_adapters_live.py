@@ -106,7 +106,9 @@ def test_adapter_hot_load_replace_and_remove(server: Server, tiny_model_dir: Pat
 
 
 def test_adapter_errors_are_clean(server: Server, tmp_path: Path) -> None:
-    result = server.cli("models", "add", "bad-bot", "--adapter", str(tmp_path), "--base", "tiny@1", check=False)
+    result = server.cli(
+        "models", "add", "bad-bot", "--adapter", str(tmp_path), "--base", "tiny@1", check=False
+    )
     assert result.returncode != 0
     assert result.stderr.startswith("error: ") and "adapter_config.json" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr

@@ -19,9 +19,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from stratum.engine.adapter_config import read_adapter_config
 from stratum.engine.base import GenerationRequest, SamplingParams
 from stratum.engine.local import LocalEngine
-from stratum.engine.adapter_config import read_adapter_config
 from stratum.engine.lora import load_adapter
 from stratum.errors import InvalidRequest, Overloaded
 from tests.tiny import build_tiny_llama, build_tiny_lora, reference_greedy
@@ -96,7 +96,9 @@ async def _text(engine: LocalEngine, request: GenerationRequest) -> str:
 
 
 async def test_adapters_change_the_output(engine: LocalEngine) -> None:
-    outputs = {a: await _text(engine, _request("你好，Stratum", a, max_tokens=12)) for a in [None, "a", "b", "c"]}
+    outputs = {
+        a: await _text(engine, _request("你好，Stratum", a, max_tokens=12)) for a in [None, "a", "b", "c"]
+    }
     assert len(set(outputs.values())) == 4, outputs
 
 
@@ -171,7 +173,7 @@ async def test_adapter_for_another_base_is_refused(engine: LocalEngine, tmp_path
 
 
 def test_bad_adapter_directories(tmp_path: Path, dirs: Dirs) -> None:
-    with pytest.raises(InvalidRequest, match="adapter_config.json"):
+    with pytest.raises(InvalidRequest, match=r"adapter_config\.json"):
         read_adapter_config(tmp_path)
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "IA3"}))
     with pytest.raises(InvalidRequest, match="not a LoRA"):
