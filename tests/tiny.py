@@ -34,3 +34,53 @@ def build_tiny_llama(target: Path, *, seed: int = 0, context_length: int = 256) 
     model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
     return target
+
+
+def build_tiny_lora(
+    base: Path,
+    target: Path,
+    *,
+    seed: int,
+    rank: int = 4,
+    modules: tuple[str, ...] = ("q_proj", "v_proj", "down_proj"),
+    rslora: bool = False,
+) -> Path:
+    """A PEFT LoRA adapter for ``base`` with random A *and* B (a fresh LoRA has B = 0, which would
+    not change the output), saved as PEFT does: adapter_config.json + adapter_model.safetensors."""
+    from peft import LoraConfig, get_peft_model
+
+    model = LlamaForCausalLM.from_pretrained(base)
+    config = LoraConfig(
+        r=rank, lora_alpha=2 * rank, target_modules=list(modules), init_lora_weights=False, use_rslora=rslora
+    )
+    torch.manual_seed(seed)
+    get_peft_model(model, config).save_pretrained(target)
+    return target
+
+
+def reference_greedy(
+    base: Path, adapter: Path | None, messages: list[dict[str, str]], *, max_tokens: int
+) -> str:
+    """Greedy text of one chat request alone, through plain transformers (+ peft for an adapter)."""
+    from transformers import AutoTokenizer
+
+    from stratum.engine.prompting import PromptBuilder
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    prompts = PromptBuilder(tokenizer)
+    model = LlamaForCausalLM.from_pretrained(base).eval()
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).eval()
+    ids = prompts.chat(messages)
+    eos = tokenizer.eos_token_id
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=max_tokens,
+            do_sample=False,
+            pad_token_id=eos,
+        )
+    return str(prompts.decode([t for t in out[0, len(ids) :].tolist() if t != eos]))

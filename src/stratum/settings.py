@@ -76,6 +76,23 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="A running job whose worker is silent this long is requeued."
     )
 
+    # -- serving engine: model cache (gateway/model_cache.py) --
+    model_cache_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Memory budget for loaded models and LoRA adapters together; idle ones are evicted "
+        "(LRU weighted by use). Unset: no limit.",
+    )
+    pinned_models: str = Field(
+        default="",
+        description="Comma-separated model refs (name, name@version, name:alias) loaded at start and "
+        "never evicted; registry metadata pinned=true does the same.",
+    )
+
+    @property
+    def pinned_model_refs(self) -> list[str]:
+        return [ref.strip() for ref in self.pinned_models.split(",") if ref.strip()]
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

@@ -152,3 +152,28 @@ def test_remove_asks_first(runner: CliRunner) -> None:
     assert "Remove m" in accepted.stderr  # the question goes to stderr, not into piped output
     assert "removed m" in accepted.stdout
     assert _json(runner, "models", "list") == []
+
+
+def test_add_adapter_on_a_base(runner: CliRunner, model_dir: Path, tmp_path: Path) -> None:
+    _ok(runner, "models", "add", "qwen-mini", "--path", str(model_dir))
+    adapter = tmp_path / "bot"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 2, "lora_alpha": 4}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"\0" * 8)
+    added = _json(runner, "models", "add", "support-bot", "--adapter", str(adapter), "--base", "qwen-mini@1")
+    assert (added["ref"], added["variant"], added["metadata"]["base"]) == (
+        "support-bot@1",
+        "adapter",
+        "qwen-mini@1",
+    )
+    assert "adapter on qwen-mini@1" in _ok(runner, "models", "add", "support-bot", "--adapter", str(adapter),
+                                          "--base", "qwen-mini").stdout  # fmt: skip
+    assert "go together" in _one_line_error(
+        runner.invoke(app, ["models", "add", "x", "--adapter", str(adapter)]), exit_code=2
+    )
+    assert "has no adapter_config.json" in _one_line_error(
+        runner.invoke(app, ["models", "add", "x", "--adapter", str(model_dir), "--base", "qwen-mini@1"])
+    )
+    assert "not exist" in _one_line_error(
+        runner.invoke(app, ["models", "add", "x", "--adapter", str(adapter), "--base", "nope@1"])
+    )

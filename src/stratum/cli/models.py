@@ -145,25 +145,57 @@ def add(
         typer.Option("--api-key-env", help="Environment variable holding the upstream's API key."),
     ] = None,
     kind: Annotated[Kind, typer.Option("--kind", help="What the model serves.")] = Kind.chat,
+    adapter: Annotated[
+        Path | None,
+        typer.Option("--adapter", help="A PEFT LoRA adapter directory, served on the --base model."),
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="The exact base version an --adapter was trained on, e.g. qwen-mini@1."),
+    ] = None,
     description: Annotated[
         str | None, typer.Option("--description", help="Free text (any language).")
     ] = None,
+    pin: Annotated[
+        bool, typer.Option("--pin", help="Preload this version at server start and never evict it.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Register a model, or a new version of an existing one.
 
-    Exactly one of --path (local weights) or --upstream (an OpenAI-compatible server).
+    Exactly one of --path (local weights), --upstream (an OpenAI-compatible server) or --adapter
+    with --base (a LoRA adapter served on a registered base model, in the base's engine).
     """
-    fields = _source_fields(path, upstream, upstream_model, api_key_env)
+    if adapter is not None or base is not None:
+        if adapter is None or base is None:
+            raise CliError("--adapter DIR and --base NAME@VERSION go together", exit_code=2)
+        if path is not None or upstream is not None:
+            raise CliError("--adapter cannot be combined with --path or --upstream", exit_code=2)
+        fields: dict[str, Any] = {
+            "source": "local",
+            "variant": "adapter",
+            "base": base,
+            "path": adapter.expanduser().resolve(),
+        }
+    else:
+        fields = _source_fields(path, upstream, upstream_model, api_key_env)
     with registry_service() as registry:
         # A local directory is hashed (possibly gigabytes); show that something is happening.
         status = f"hashing {fields['path']}…" if "path" in fields else f"registering {name}…"
         with Console(stderr=True).status(status):
             version = registry.add_model(
-                name=name, kind=kind.value, description=description, actor=cli_actor(), **fields
+                name=name,
+                kind=kind.value,
+                description=description,
+                actor=cli_actor(),
+                metadata={"pinned": True} if pin else None,
+                **fields,
             )
     if as_json:
         print_json(version.model_dump(mode="json"))
+        return
+    if version.variant == "adapter":
+        print_success(f"added {version.ref} (adapter on {version.metadata.get('base')}): {_target(version)}")
         return
     print_success(f"added {version.ref} ({version.source}, {version.kind}): {_target(version)}")
 

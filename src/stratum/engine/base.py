@@ -39,6 +39,8 @@ class GenerationRequest:
     passthrough: dict[str, Any] = field(default_factory=dict)
     # Seconds from submission after which the engine stops the sequence.
     deadline_s: float | None = None
+    # A LoRA adapter loaded on the engine (``LocalEngine.load_adapter``); None: the base model.
+    adapter: str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ transformers' ``AttentionInterface``) and call it without a transformers cache.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,8 @@ class Chunk:
     tokens: Sequence[int]
     # Decode steps and the last chunk of a prompt produce a next token; earlier chunks do not.
     wants_logits: bool
+    # The LoRA adapter the sequence runs with (None: the base model alone).
+    adapter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ def forward(model: Any, chunks: Sequence[Chunk]) -> torch.Tensor:
     positions: list[int] = []
     segments: list[_Segment] = []
     keep: list[int] = []
+    groups: list[tuple[str, int, int]] = []  # contiguous rows per adapter, for LoraLinear
     for chunk in chunks:
         start = len(ids)
         chunk.kv.reserve(len(chunk.tokens))
@@ -80,16 +84,23 @@ def forward(model: Any, chunks: Sequence[Chunk]) -> torch.Tensor:
         # A sequence's positions continue from its own past, whatever the others hold.
         positions.extend(range(chunk.kv.length, chunk.kv.length + len(chunk.tokens)))
         segments.append(_Segment(chunk.kv, start, len(ids)))
+        if chunk.adapter is not None:
+            if groups and groups[-1][0] == chunk.adapter and groups[-1][2] == start:
+                groups[-1] = (chunk.adapter, groups[-1][1], len(ids))
+            else:
+                groups.append((chunk.adapter, start, len(ids)))
         if chunk.wants_logits:
             keep.append(len(ids) - 1)
-    out = model(
-        input_ids=torch.tensor([ids], dtype=torch.long),
-        position_ids=torch.tensor([positions], dtype=torch.long),
-        use_cache=False,
-        # Only rows that predict a next token go through lm_head (vocab-wide: not free).
-        logits_to_keep=torch.tensor(keep, dtype=torch.long),
-        ragged_segments=segments,
-    )
+    router = getattr(model, "_stratum_lora", None)
+    with router.route(groups) if router is not None else contextlib.nullcontext():
+        out = model(
+            input_ids=torch.tensor([ids], dtype=torch.long),
+            position_ids=torch.tensor([positions], dtype=torch.long),
+            use_cache=False,
+            # Only rows that predict a next token go through lm_head (vocab-wide: not free).
+            logits_to_keep=torch.tensor(keep, dtype=torch.long),
+            ragged_segments=segments,
+        )
     # Commit only after the whole forward succeeded (see SequenceKV).
     for chunk in chunks:
         chunk.kv.commit(len(chunk.tokens))

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from stratum.engine import batching
+from stratum.engine import batching, lora
 from stratum.engine.base import FinishReason, GenerationChunk, GenerationRequest, ModelInfo
 from stratum.engine.kv import KVBudget, KVShape, SequenceKV
 from stratum.engine.prompting import PromptBuilder
@@ -82,6 +82,11 @@ class LocalEngine:
         self._waiting: deque[SequenceState] = deque()
         self._running: list[SequenceState] = []
         self._wake = threading.Condition()
+        # Held by the scheduler for a whole round; adapters are installed and removed under it.
+        self._step = threading.Lock()
+        self._adapters: set[str] = set()  # servable adapters (installed, not being unloaded)
+        self._retiring: set[str] = set()  # unloaded, removed once their last sequence ends
+        self.memory_bytes = 0  # weights in memory, for the model cache
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -108,6 +113,7 @@ class LocalEngine:
         except ValueError as exc:
             raise EngineError(f"cannot serve {self.path} with continuous batching: {exc}") from exc
         self._model = model
+        self.memory_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self._prompts = PromptBuilder(tokenizer)
         config = model.config
         self._context_length = int(getattr(config, "max_position_embeddings", 2048) or 2048)
@@ -143,6 +149,58 @@ class LocalEngine:
         """KV tokens held by running sequences (each reserves its worst case), for metrics."""
         return self._kv_budget.reserved
 
+    # -- adapters (event-loop thread) --------------------------------------------------------
+
+    @property
+    def adapters(self) -> list[str]:
+        return sorted(self._adapters)
+
+    def adapter_bytes(self, name: str) -> int:
+        adapter = lora.router_of(self._model).adapters.get(name) if self._model is not None else None
+        return adapter.nbytes if adapter is not None else 0
+
+    def adapter_in_use(self, name: str) -> bool:
+        """Whether a waiting or running sequence uses ``name`` (it must not be removed then)."""
+        with self._wake:
+            return any(seq.request.adapter == name for seq in [*self._running, *self._waiting])
+
+    async def load_adapter(self, name: str, path: Path) -> int:
+        """Serve the PEFT LoRA adapter at ``path`` as ``name``, while the engine runs; its bytes.
+
+        Reading the weights happens off the scheduler; installing waits for the current round only.
+        """
+        if self._model is None:
+            raise EngineError("engine is not started")
+        weights = await asyncio.to_thread(lora.load_adapter, path, dtype=self._model.dtype)
+        await asyncio.to_thread(self._install, name, weights)
+        return weights.nbytes
+
+    def _install(self, name: str, weights: lora.AdapterWeights) -> None:
+        with self._step:
+            lora.router_of(self._model).install(name, weights)
+            with self._wake:
+                self._retiring.discard(name)
+                self._adapters.add(name)
+
+    async def unload_adapter(self, name: str) -> None:
+        """Stop accepting requests for ``name``; its weights go once its running sequences end."""
+        await asyncio.to_thread(self._unload, name)
+
+    def _unload(self, name: str) -> None:
+        with self._step, self._wake:
+            self._adapters.discard(name)
+            self._retiring.add(name)
+            self._retire_adapters()
+
+    def _retire_adapters(self) -> None:
+        """Remove unloaded adapters nobody uses any more (caller holds ``_step`` and ``_wake``)."""
+        if not self._retiring or self._model is None:
+            return
+        in_use = {seq.request.adapter for seq in [*self._running, *self._waiting]}
+        for name in [n for n in self._retiring if n not in in_use]:
+            lora.router_of(self._model).remove(name)
+            self._retiring.discard(name)
+
     # -- submission (event-loop thread) ------------------------------------------------------
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int | None:
@@ -156,6 +214,12 @@ class LocalEngine:
         return self._prompts.text(request.prompt or "")
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        if self._stopping or self._thread is None:
+            # The model cache unloaded this engine between lookup and submission; a retry reloads it.
+            raise Overloaded("the model was just unloaded; retry shortly")
+        if request.adapter is not None and request.adapter not in self._adapters:
+            # The model cache may have just evicted it; the next request loads it again.
+            raise Overloaded(f"adapter '{request.adapter}' is not loaded on this engine; retry shortly")
         prompt_ids = self._prompt_ids(request)
         if not prompt_ids:  # a round needs at least one token per sequence
             raise InvalidRequest("the prompt is empty", param="prompt")
@@ -203,7 +267,11 @@ class LocalEngine:
     def _run(self) -> None:
         with torch.inference_mode():
             while self._wait_for_work():
-                self._round()
+                with self._step:
+                    self._round()
+                    if self._retiring:
+                        with self._wake:
+                            self._retire_adapters()
         for seq in [*self._running, *self._waiting]:
             seq.push(EngineError("the engine was shut down"))
             seq.kv = None
@@ -282,8 +350,7 @@ class LocalEngine:
 
     def _plan(self) -> tuple[list[batching.Chunk], list[SequenceState]]:
         """The round's inputs, and the sequences that get a next token from it (in the same order)."""
-        chunks: list[batching.Chunk] = []
-        producing: list[SequenceState] = []
+        planned: list[tuple[batching.Chunk, SequenceState]] = []
         prefill_budget = self.prefill_chunk
         for seq in self._running:
             assert seq.kv is not None
@@ -294,12 +361,14 @@ class LocalEngine:
                 prefill_budget -= len(piece)
                 seq.prefilled += len(piece)
                 done = seq.prefilled == len(seq.prompt_ids)
-                chunks.append(batching.Chunk(seq.kv, piece, wants_logits=done))
+                planned.append((batching.Chunk(seq.kv, piece, done, seq.request.adapter), seq))
             else:
-                chunks.append(batching.Chunk(seq.kv, seq.generated[-1:], wants_logits=True))
-                done = True
-            if done:
-                producing.append(seq)
+                planned.append((batching.Chunk(seq.kv, seq.generated[-1:], True, seq.request.adapter), seq))
+        # Sequences of one adapter sit side by side: each LoRA layer then does one delta per adapter.
+        if any(chunk.adapter is not None for chunk, _ in planned):
+            planned.sort(key=lambda item: item[0].adapter or "")
+        chunks = [chunk for chunk, _ in planned]
+        producing = [seq for chunk, seq in planned if chunk.wants_logits]
         return chunks, producing
 
     def _emit(self, seq: SequenceState, token: int) -> GenerationChunk | None:

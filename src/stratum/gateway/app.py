@@ -55,13 +55,20 @@ def create_app(
         await anyio.to_thread.run_sync(db.migrate)
         registry = RegistryService(db)
         quota_counters = counters or await anyio.to_thread.run_sync(_counters_from_settings, settings, db)
+        metrics = Metrics()
         state = AppState(
             settings=settings,
             db=db,
             registry=registry,
             keys=KeyService(db),
-            pool=ModelPool(registry, engine_factory or default_factory(settings)),
-            metrics=Metrics(),
+            pool=ModelPool(
+                registry,
+                engine_factory or default_factory(settings),
+                cache_bytes=settings.model_cache_bytes,
+                pinned=settings.pinned_model_refs,
+                metrics=metrics,
+            ),
+            metrics=metrics,
             tenancy=TenancyService(db),
             policies=PolicyService(db),
             quotas=QuotaService(quota_counters),
@@ -74,6 +81,7 @@ def create_app(
         state.preload = await anyio.to_thread.run_sync(register_builtin_models, settings, registry)
         for name in state.preload:
             await (state.pool.encoder(name) if _is_encoder(state, name) else state.pool.text_engine(name))
+        await state.pool.preload_pinned()
         state.ready = True
         pruner = asyncio.create_task(_prune(state.pool))
         counter_pruner = asyncio.create_task(_prune_counters(state.quotas))

@@ -50,6 +50,28 @@ class Metrics:
             registry=self.registry,
         )
         self.loaded_models = Gauge("stratum_loaded_models", "Engines held in memory", registry=self.registry)
+        # The model cache (gateway/model_cache.py); kind is "model" or "adapter".
+        labels = ["model", "kind"]
+        self.cache_loads = Counter(
+            "stratum_model_cache_loads", "Models/adapters loaded (misses)", labels, registry=self.registry
+        )
+        self.cache_hits = Counter(
+            "stratum_model_cache_hits",
+            "Requests served by a loaded model/adapter",
+            labels,
+            registry=self.registry,
+        )
+        self.cache_evictions = Counter(
+            "stratum_model_cache_evictions",
+            "Models/adapters evicted to fit the memory budget",
+            labels,
+            registry=self.registry,
+        )
+        self.cache_bytes = Gauge(
+            "stratum_model_cache_bytes",
+            "Bytes of weights held by loaded models and adapters",
+            registry=self.registry,
+        )
 
     def observe(self, *, endpoint: str, model: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, model, str(status)).inc()

@@ -1,24 +1,30 @@
 """Which engine serves a model reference: resolves through the registry, loads on first use.
 
 Engines are keyed by registry version, so ``demo``, ``demo@1`` and ``demo:prod`` share one engine
-when they point at the same version, and a newly added model is served without a restart.
+when they point at the same version, and a newly added model is served without a restart. An
+adapter version (``support-bot`` → ``qwen-mini@1`` + LoRA) is loaded INTO its base's engine, so
+the base and all its adapters share one copy of the weights and one continuous batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
-from stratum.engine.base import Encoder, TextEngine
+from stratum.engine.base import Encoder, GenerationChunk, GenerationRequest, ModelInfo, TextEngine
 from stratum.engine.local import LocalEngine
 from stratum.engine.upstream import UpstreamEngine
-from stratum.errors import InvalidRequest
+from stratum.errors import Conflict, EngineError, InvalidRequest, Overloaded
+from stratum.gateway.metrics import Metrics
+from stratum.gateway.model_cache import CacheEntry, CacheLedger
 from stratum.gateway.ttl import TTLCache
+from stratum.registry.checksum import directory_checksum
 from stratum.registry.schemas import ModelVersionPublic
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
@@ -56,17 +62,60 @@ def default_factory(settings: Settings) -> EngineFactory:
     return build
 
 
-class ModelPool:
-    """Serves: text engines and encoders per registry version, loaded lazily and shared."""
+class AdapterEngine:
+    """A LoRA adapter as a ``TextEngine``: the shared base engine, each request tagged with the adapter."""
 
-    def __init__(self, registry: RegistryService, factory: EngineFactory) -> None:
+    def __init__(self, base: Any, adapter: str) -> None:
+        self.base = base
+        self.adapter = adapter
+
+    @property
+    def info(self) -> ModelInfo:
+        return cast(ModelInfo, self.base.info)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None  # the adapter belongs to the base engine; the pool unloads it there
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        return cast(
+            AsyncIterator[GenerationChunk], self.base.generate(replace(request, adapter=self.adapter))
+        )
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int | None:
+        return cast(int | None, self.base.count_prompt_tokens(request))
+
+    @property
+    def queue_depth(self) -> int:
+        return int(self.base.queue_depth)
+
+
+class ModelPool:
+    """Serves: text engines, LoRA adapters on shared base engines, and encoders per registry
+    version, loaded on first use within the model cache's memory budget (see ``model_cache``)."""
+
+    def __init__(
+        self,
+        registry: RegistryService,
+        factory: EngineFactory,
+        *,
+        cache_bytes: int | None = None,
+        pinned: Collection[str] = (),
+        metrics: Metrics | None = None,
+    ) -> None:
         self.registry = registry
         self.factory = factory
-        self._engines: dict[str, Any] = {}
-        self._versions: dict[str, ModelVersionPublic] = {}
+        self.metrics = metrics
+        self.pinned_refs = set(pinned)
+        self._cache = CacheLedger(cache_bytes)
         self._locks: dict[str, asyncio.Lock] = {}
         # A model added or removed with the CLI is seen within a second.
         self._refs: TTLCache[str, ModelVersionPublic] = TTLCache(ttl=1.0)
+        self._bases: TTLCache[str, ModelVersionPublic] = TTLCache(ttl=1.0)
+        # Base engines whose files were checked against the registry checksum (adapters need that).
+        self._verified: set[str] = set()
 
     async def resolve(self, ref: str) -> ModelVersionPublic:
         version = self._refs.get(ref)
@@ -83,6 +132,8 @@ class ModelPool:
                 param="model",
                 code="wrong_model_kind",
             )
+        if version.variant == "adapter":
+            return version, await self._adapter(version)
         engine: TextEngine = await self._load(version)
         return version, engine
 
@@ -95,45 +146,194 @@ class ModelPool:
         encoder: Encoder = await self._load(version)
         return version, encoder
 
-    async def _load(self, version: ModelVersionPublic) -> Any:
+    # -- loading -------------------------------------------------------------------------------
+
+    async def _load(self, version: ModelVersionPublic, *, keep: frozenset[str] = frozenset()) -> Any:
         key = _key(version)
-        if key in self._engines:
-            return self._engines[key]
+        if (entry := self._cache.entries.get(key)) is not None:
+            self._hit(entry)
+            return entry.engine
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            if key not in self._engines:
-                log.info("loading model", extra={"model": version.ref})
-                # Factories may read weights (sentence-transformers loads in its constructor).
-                engine = await anyio.to_thread.run_sync(self.factory, version)
-                if (start := getattr(engine, "start", None)) is not None:
-                    await start()
-                elif (load := getattr(engine, "load", None)) is not None:
-                    await anyio.to_thread.run_sync(load)
-                self._engines[key] = engine
-                self._versions[key] = version
-        return self._engines[key]
+            if (entry := self._cache.entries.get(key)) is not None:
+                self._hit(entry)
+                return entry.engine
+            estimate = _estimated_bytes(version)
+            await self._make_room(version, estimate, keep=keep)
+            log.info("loading model", extra={"model": version.ref})
+            # Factories may read weights (sentence-transformers loads in its constructor).
+            engine = await anyio.to_thread.run_sync(self.factory, version)
+            if (start := getattr(engine, "start", None)) is not None:
+                await start()
+            elif (load := getattr(engine, "load", None)) is not None:
+                await anyio.to_thread.run_sync(load)
+            nbytes = int(getattr(engine, "memory_bytes", 0) or 0) or estimate
+            self._add(CacheEntry(key, "model", version, engine, nbytes, pinned=self._pinned(version)))
+            if nbytes > estimate:
+                await self._settle({key, *keep})
+        return engine
+
+    async def _adapter(self, version: ModelVersionPublic) -> AdapterEngine:
+        key = _key(version)
+        if (entry := self._cache.entries.get(key)) is not None:
+            self._hit(entry)
+            base_entry = self._cache.entries.get(entry.base_key or "")
+            if base_entry is not None:
+                base_entry.touch()  # the base serves this request too
+                return AdapterEngine(entry.engine, key)
+        base = self._bases.get(key)
+        if base is None:
+            base = await anyio.to_thread.run_sync(self.registry.adapter_base, version)
+            self._bases.put(key, base)
+        base_key = _key(base)
+        engine = await self._load(base)
+        load_adapter = getattr(engine, "load_adapter", None)
+        if load_adapter is None:
+            raise InvalidRequest(f"the engine of '{base.ref}' cannot serve LoRA adapters", param="model")
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            entry = self._cache.entries.get(key)
+            if entry is not None and entry.engine is engine:
+                return AdapterEngine(engine, key)
+            await self._verify_base(base, base_key)
+            assert version.artifact_uri is not None  # adapters are registered with their directory
+            estimate = int(version.metadata.get("size_bytes") or 0)
+            await self._make_room(version, estimate, keep={base_key})
+            log.info("loading adapter", extra={"model": version.ref, "base": base.ref})
+            nbytes = await load_adapter(key, Path(version.artifact_uri))
+            self._add(
+                CacheEntry(
+                    key, "adapter", version, engine, nbytes, pinned=self._pinned(version), base_key=base_key
+                )
+            )
+            if nbytes > estimate:
+                await self._settle({key, base_key})
+        return AdapterEngine(engine, key)
+
+    async def _verify_base(self, base: ModelVersionPublic, base_key: str) -> None:
+        """The base's files on disk must still be the ones registered (and the adapter trained on)."""
+        if base_key in self._verified or base.artifact_uri is None:
+            return
+        actual = await anyio.to_thread.run_sync(directory_checksum, Path(base.artifact_uri))
+        if actual != base.checksum:
+            raise Conflict(
+                f"The files of '{base.ref}' at {base.artifact_uri} changed since it was registered "
+                f"(checksum {actual[:12]}…, registered {str(base.checksum)[:12]}…); refusing to serve "
+                "adapters on them. Register the new weights as a new version.",
+                param="model",
+                code="adapter_base_mismatch",
+            )
+        self._verified.add(base_key)
+
+    # -- the cache -----------------------------------------------------------------------------
+
+    def _pinned(self, version: ModelVersionPublic) -> bool:
+        return bool(version.metadata.get("pinned")) or bool(
+            {version.ref, version.name, *(f"{version.name}:{a}" for a in version.aliases)} & self.pinned_refs
+        )
+
+    def _hit(self, entry: CacheEntry) -> None:
+        entry.touch()
+        if self.metrics is not None:
+            self.metrics.cache_hits.labels(entry.version.name, entry.kind).inc()
+
+    def _add(self, entry: CacheEntry) -> None:
+        entry.touch()
+        self._cache.entries[entry.key] = entry
+        if self.metrics is not None:
+            self.metrics.cache_loads.labels(entry.version.name, entry.kind).inc()
+            self.metrics.cache_bytes.set(self._cache.used)
+
+    async def _make_room(self, version: ModelVersionPublic, nbytes: int, *, keep: Collection[str]) -> None:
+        budget = self._cache.budget
+        if budget is None or self._cache.fits(nbytes):
+            return
+        if nbytes > budget:
+            raise EngineError(
+                f"'{version.ref}' needs about {nbytes} bytes, more than the model cache budget "
+                f"STRATUM_MODEL_CACHE_BYTES={budget}.",
+                code="model_too_large",
+            )
+        victims = self._cache.victims(nbytes, keep=set(keep))
+        if victims is None:
+            raise Overloaded(
+                f"the model cache is full ({self._cache.used} of {budget} bytes) with models that are "
+                f"busy or pinned; cannot load '{version.ref}' now",
+                retry_after=2,
+            )
+        for entry in victims:
+            await self._evict(entry, reason="cache full")
+
+    async def _settle(self, keep: set[str]) -> None:
+        """After a load bigger than estimated (files smaller than weights in memory): evict to fit."""
+        if self._cache.fits(0):
+            return
+        victims = self._cache.victims(0, keep=keep)
+        if victims is None:
+            log.warning("model cache over budget: %d of %s bytes", self._cache.used, self._cache.budget)
+            return
+        for entry in victims:
+            await self._evict(entry, reason="cache full")
+
+    async def _evict(self, entry: CacheEntry, *, reason: str) -> None:
+        if self._cache.entries.pop(entry.key, None) is None:
+            return
+        log.info("unloading %s (%s)", entry.kind, reason, extra={"model": entry.version.ref})
+        if entry.kind == "adapter":
+            unload = getattr(entry.engine, "unload_adapter", None)
+            if unload is not None and self._cache.entries.get(entry.base_key or "") is not None:
+                await unload(entry.key)
+        else:
+            for adapter in self._cache.dependants(entry.key):
+                self._cache.entries.pop(adapter.key, None)
+            self._verified.discard(entry.key)
+            close = getattr(entry.engine, "close", None)
+            if close is not None:
+                await close()
+        if self.metrics is not None:
+            if reason == "cache full":
+                self.metrics.cache_evictions.labels(entry.version.name, entry.kind).inc()
+            self.metrics.cache_bytes.set(self._cache.used)
+
+    async def preload_pinned(self) -> list[str]:
+        """Load the pinned models and adapters (setting or registry metadata) at start-up."""
+        models = await anyio.to_thread.run_sync(self.registry.list_models)
+        refs = set(self.pinned_refs)
+        refs |= {v.ref for m in models for v in m.versions if v.metadata.get("pinned")}
+        for ref in sorted(refs):
+            version = await self.resolve(ref)
+            if version.kind == "embedding":
+                await self.encoder(ref)
+            else:
+                await self.text_engine(ref)
+        return sorted(refs)
 
     def loaded(self) -> list[tuple[ModelVersionPublic, Any]]:
-        return [(self._versions[k], e) for k, e in self._engines.items()]
+        """Loaded engines and encoders (adapters live inside their base's engine)."""
+        return [(e.version, e.engine) for e in self._cache.entries.values() if e.kind == "model"]
+
+    def loaded_adapters(self) -> list[ModelVersionPublic]:
+        return [e.version for e in self._cache.entries.values() if e.kind == "adapter"]
 
     async def unload_missing(self) -> None:
-        """Close engines whose version left the registry (``stratum models remove``)."""
+        """Unload engines and adapters whose version left the registry (``stratum models remove``)."""
         models = await anyio.to_thread.run_sync(self.registry.list_models)
         known = {_key(v) for m in models for v in m.versions}
-        for key in [k for k in self._engines if k not in known]:
-            engine = self._engines.pop(key)
-            log.info("unloading model no longer registered", extra={"model": self._versions.pop(key).ref})
-            close = getattr(engine, "close", None)
-            if close is not None:
-                await close()
+        for entry in [e for e in self._cache.entries.values() if e.key not in known]:
+            await self._evict(entry, reason="no longer registered")
 
     async def close(self) -> None:
-        for engine in self._engines.values():
-            close = getattr(engine, "close", None)
-            if close is not None:
+        for entry in list(self._cache.entries.values()):
+            if entry.kind == "model" and (close := getattr(entry.engine, "close", None)) is not None:
                 await close()
-        self._engines.clear()
-        self._versions.clear()
+        self._cache.entries.clear()
+
+
+def _estimated_bytes(version: ModelVersionPublic) -> int:
+    """Memory a version will take before it is loaded: its files' size (weights dominate)."""
+    if version.source == "upstream":
+        return 0
+    return int(version.metadata.get("size_bytes") or 0)
 
 
 def _key(version: ModelVersionPublic) -> str:

@@ -17,6 +17,10 @@ def get_model(session: Session, name: str) -> ModelRow | None:
     return session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
 
 
+def get_model_by_id(session: Session, model_id: int) -> ModelRow | None:
+    return session.get(ModelRow, model_id)
+
+
 def list_models(session: Session) -> Sequence[ModelRow]:
     return session.scalars(select(ModelRow).order_by(ModelRow.name)).all()
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
+from stratum.engine.adapter_config import read_adapter_config
 from stratum.errors import Conflict, InvalidRequest, ModelNotFound
 from stratum.registry import repo
 from stratum.registry.checksum import directory_checksum, read_metadata
@@ -87,9 +88,32 @@ class RegistryService:
         metadata: dict[str, Any] | None = None,
         description: str | None = None,
         actor: str = "system",
+        variant: str = "full",
+        base: str | None = None,
     ) -> ModelVersionPublic:
-        """Register a new version of ``name`` (creating the model on first use)."""
+        """Register a new version of ``name`` (creating the model on first use).
+
+        ``variant="adapter"`` registers a PEFT LoRA adapter directory (``path``) on the exact base
+        version ``base`` names (``NAME@VERSION``, or an alias resolved now); the base's checksum is
+        recorded so the adapter is never served on other weights (``adapter_base``).
+        """
         validate_name(name)
+        if variant == "adapter" or base is not None:
+            return self._add_adapter(
+                name=name,
+                kind=kind,
+                source=source,
+                path=path,
+                base=base,
+                variant=variant,
+                metadata=metadata,
+                description=description,
+                actor=actor,
+            )
+        if variant != "full":
+            raise InvalidRequest(
+                f"variant must be 'full' or 'adapter' (with base), got {variant!r}.", param="variant"
+            )
         if kind not in MODEL_KINDS:
             raise InvalidRequest(f"kind must be one of {', '.join(MODEL_KINDS)}, got {kind!r}.", param="kind")
         if source not in MODEL_SOURCES:
@@ -132,7 +156,90 @@ class RegistryService:
             detected = read_metadata(directory)
             fields |= {"artifact_uri": str(directory), "checksum": directory_checksum(directory)}
         fields["meta"] = detected | (metadata or {})
+        return self._add_version(name=name, kind=kind, description=description, actor=actor, fields=fields)
 
+    def _add_adapter(
+        self,
+        *,
+        name: str,
+        kind: str,
+        source: str,
+        path: str | Path | None,
+        base: str | None,
+        variant: str,
+        metadata: dict[str, Any] | None,
+        description: str | None,
+        actor: str,
+    ) -> ModelVersionPublic:
+        if variant != "adapter":
+            raise InvalidRequest("'base' only applies to variant 'adapter'.", param="base")
+        if base is None:
+            raise InvalidRequest(
+                "An adapter needs 'base': the exact base model version it was trained on, e.g. qwen-mini@1.",
+                param="base",
+            )
+        if kind != "chat" or source != "local":
+            raise InvalidRequest(
+                "An adapter is a local chat model (kind 'chat', source 'local').", param="kind"
+            )
+        if metadata is not None:
+            try:
+                json.dumps(metadata)
+            except (TypeError, ValueError) as exc:
+                raise InvalidRequest(f"metadata must be JSON-serialisable: {exc}", param="metadata") from exc
+        base_version = self.resolve(base)
+        if base_version.kind != "chat" or base_version.variant != "full" or base_version.checksum is None:
+            raise InvalidRequest(
+                f"'{base_version.ref}' cannot be an adapter's base: it must be a local chat model with "
+                "full weights (not an upstream, an encoder or another adapter).",
+                param="base",
+            )
+        directory = _model_dir(path, require_config=False)
+        config = read_adapter_config(directory)
+        detected = {
+            "base": base_version.ref,
+            "base_checksum": base_version.checksum,
+            "peft_type": "LORA",
+            "rank": config.get("r"),
+            "lora_alpha": config.get("lora_alpha"),
+            "target_modules": config.get("target_modules"),
+            "size_bytes": read_metadata(directory)["size_bytes"],
+        }
+        fields = {
+            "source": "local",
+            "variant": "adapter",
+            "base_version_id": base_version.id,
+            "artifact_uri": str(directory),
+            "checksum": directory_checksum(directory),
+            "meta": detected | (metadata or {}),
+        }
+        return self._add_version(name=name, kind=kind, description=description, actor=actor, fields=fields)
+
+    def adapter_base(self, adapter: ModelVersionPublic) -> ModelVersionPublic:
+        """The exact base version an adapter runs on, refusing a base whose checksum changed."""
+        if adapter.variant != "adapter" or adapter.base_version_id is None:
+            raise InvalidRequest(f"'{adapter.ref}' is not an adapter.", param="model")
+        with self._db.session(write=False) as session:
+            row = repo.get_version_by_id(session, adapter.base_version_id)
+            model = repo.get_model_by_id(session, row.model_id) if row is not None else None
+            if row is None or model is None:
+                raise ModelNotFound(f"The base of adapter '{adapter.ref}' no longer exists.", param="model")
+            base = self._version_public(session, model, row)
+        recorded = adapter.metadata.get("base_checksum")
+        if recorded != base.checksum:
+            raise Conflict(
+                f"Adapter '{adapter.ref}' was registered on '{base.ref}' "
+                f"with checksum {str(recorded)[:12]}…, "
+                f"but '{base.ref}' now has checksum {str(base.checksum)[:12]}…; refusing to serve it on "
+                "other weights. Register the adapter again on the right base.",
+                param="model",
+                code="adapter_base_mismatch",
+            )
+        return base
+
+    def _add_version(
+        self, *, name: str, kind: str, description: str | None, actor: str, fields: dict[str, Any]
+    ) -> ModelVersionPublic:
         with self._db.session() as session:
             # Serialises concurrent adds of the same name (PostgreSQL; SQLite writers already are).
             advisory_lock(session, f"registry.model:{name}")
