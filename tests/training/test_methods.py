@@ -52,7 +52,19 @@ def test_full_fine_tune_changes_every_weight_and_registers(
     assert len(changed) == len(before)
     assert context.metrics["trainable_params"] == context.metrics["total_params"]
     version = RegistryService(store).resolve(result["model"])
-    assert version.metadata["variant"] == "full" and version.metadata["base"] == tiny_registered
+    assert version.variant == "full" and version.metadata["base"] == tiny_registered
+
+
+def test_lora_on_a_base_path_registers_the_merged_model(
+    store: Database, tmp_path: Path, tiny_dir: Path, chat_data: Path
+) -> None:
+    config = {"base_path": str(tiny_dir), "dataset_path": str(chat_data), "max_steps": 2, "output": "merged"}
+    context = _context(tmp_path, "sft", config)
+    result = sft.run(context)
+    version = RegistryService(store).resolve(result["model"])
+    assert version.variant == "full" and version.artifact_uri == result["model_path"]
+    assert version.metadata["merged_adapter"] == result["adapter_path"]
+    assert version.metadata["base"] == str(tiny_dir) and version.metadata["architecture"]
 
 
 def test_dpo_prefers_the_chosen_answers(
@@ -70,6 +82,7 @@ def test_dpo_prefers_the_chosen_answers(
     assert (Path(result["adapter_path"]) / "adapter_model.safetensors").is_file()
     version = RegistryService(store).resolve(result["model"])
     assert version.metadata["job_kind"] == "dpo" and version.metadata["dataset"] == str(preference_data)
+    assert version.variant == "adapter" and version.metadata["base"] == tiny_registered
 
 
 def test_configs_are_checked_at_submit() -> None:

@@ -93,5 +93,6 @@ def test_kill_and_resume_gives_identical_weights(
     registry = RegistryService(db)
     version = registry.resolve(b.result["model"])
     assert version.ref == "resumed@1" and version.metadata["base"] == tiny_registered
-    assert version.metadata["job_id"] == b.id and version.metadata["variant"] == "adapter"
+    assert version.metadata["job_id"] == b.id and version.variant == "adapter"
+    assert version.base_version_id == registry.resolve(tiny_registered).id
     assert version.metadata["metrics"]["tokens_per_s"] > 0

@@ -80,7 +80,8 @@ def run(context: JobContext) -> dict[str, Any]:
         context.metrics.update(parts.job_metrics(loop, trainable=trainable, total=total))
         window = accuracy[-10:]
         context.metrics["reward_accuracy"] = sum(window) / len(window) if window else None
-        paths = parts.save_outputs(context, model, tokenizer, config)
+        merge = config.register_output and base_ref is None
+        paths = parts.save_outputs(context, model, tokenizer, config, merge=merge)
         if not config.register_output:
             return paths
         return parts.register(

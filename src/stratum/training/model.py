@@ -37,6 +37,11 @@ def resolve_base(registry: RegistryService, config: TrainConfig) -> tuple[Path, 
         return directory, None
     assert config.base is not None
     version = registry.resolve(config.base)
+    if version.variant == "adapter":
+        raise InvalidRequest(
+            f"{version.ref} is an adapter: train on its base ({version.metadata.get('base')}) instead",
+            param="base",
+        )
     if version.source not in ("local", "demo") or not version.artifact_uri:
         raise InvalidRequest(
             f"{version.ref} is a {version.source} model: only local model directories can be fine-tuned",
@@ -115,9 +120,10 @@ def pad_id(tokenizer: Any) -> int:
 
 
 def save_outputs(
-    context: JobContext, model: torch.nn.Module, tokenizer: Any, config: TrainConfig
+    context: JobContext, model: torch.nn.Module, tokenizer: Any, config: TrainConfig, *, merge: bool
 ) -> dict[str, str]:
-    """Write the adapter (LoRA) or the whole model, and a merged model the engine can serve."""
+    """Write the adapter (LoRA) or the whole model; ``merge`` also writes the LoRA merged into the
+    base (for a base given by path, which the registry cannot link an adapter to)."""
     out = context.workdir / "output"
     paths: dict[str, str] = {}
     if config.method == "lora":
@@ -125,6 +131,8 @@ def save_outputs(
         model.save_pretrained(adapter, safe_serialization=True)
         tokenizer.save_pretrained(adapter)
         paths["adapter_path"] = str(adapter)
+        if not merge:
+            return paths
         model = model.merge_and_unload()  # type: ignore[operator]
     merged = out / ("merged" if config.method == "lora" else "model")
     model.save_pretrained(merged, safe_serialization=True)
@@ -150,23 +158,37 @@ def register(
         return dict(json.loads(marker.read_text(encoding="utf-8")))
     name = config.output or f"{(base_ref or base_dir.name).split('@')[0]}-{context.kind}"
     metadata = {
-        "variant": "adapter" if config.method == "lora" else "full",
-        "base": base_ref or str(base_dir),
-        "adapter_path": paths.get("adapter_path"),
         "job_id": context.job_id,
         "job_kind": context.kind,
         "dataset": dataset_ref or config.dataset_path,
         "training": {k: v for k, v in config.model_dump().items() if k not in ("base_path", "dataset_path")},
         "metrics": metrics,
     }
-    version = registry.add_model(
-        name=name,
-        source="local",
-        path=paths["model_path"],
-        metadata=metadata,
-        description=f"{context.kind} of {base_ref or base_dir.name} (job {context.job_id})",
-        actor=f"job:{context.job_id}",
-    )
+    description = f"{context.kind} of {base_ref or base_dir.name} (job {context.job_id})"
+    actor = f"job:{context.job_id}"
+    if config.method == "lora" and base_ref is not None:
+        # An adapter version linked to the exact base version it was trained on.
+        version = registry.add_model(
+            name=name,
+            source="local",
+            path=paths["adapter_path"],
+            variant="adapter",
+            base=base_ref,
+            metadata=metadata,
+            description=description,
+            actor=actor,
+        )
+    else:
+        # Full weights (a full fine-tune, or a LoRA merged into a base given by path).
+        metadata |= {"base": base_ref or str(base_dir), "merged_adapter": paths.get("adapter_path")}
+        version = registry.add_model(
+            name=name,
+            source="local",
+            path=paths["model_path"],
+            metadata=metadata,
+            description=description,
+            actor=actor,
+        )
     registered = {"model": version.ref, **paths}
     marker.write_text(json.dumps(registered), encoding="utf-8")
     return registered

@@ -79,7 +79,8 @@ def run(context: JobContext) -> dict[str, Any]:
         trainable = sum(p.numel() for _, p in named)
         total = sum(p.numel() for p in model.parameters())
         context.metrics.update(parts.job_metrics(loop, trainable=trainable, total=total))
-        paths = parts.save_outputs(context, model, tokenizer, config)
+        merge = config.register_output and base_ref is None
+        paths = parts.save_outputs(context, model, tokenizer, config, merge=merge)
         if not config.register_output:
             return paths
         return parts.register(
