@@ -93,6 +93,16 @@ class Settings(BaseSettings):
     def pinned_model_refs(self) -> list[str]:
         return [ref.strip() for ref in self.pinned_models.split(",") if ref.strip()]
 
+    # -- releases: lineage, feedback, deployments, artifact tiers --
+    response_flush_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between writes of served-response records (feedback, canary health).",
+    )
+    canary_interval: float = Field(
+        default=15.0, gt=0, description="Seconds between two checks of the running canaries."
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

@@ -11,7 +11,9 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
+import stratum.deployments.tables
 import stratum.governance.tables
+import stratum.jobs.tables
 import stratum.registry.tables  # noqa: F401  (registers the tables on Base.metadata)
 from stratum.storage import Base, Database
 from stratum.storage.db import MIGRATIONS_DIR
@@ -29,6 +31,12 @@ TABLES = {
     "policy_rules",
     "quota_counters",
     "usage_records",
+    "lineage_edges",
+    "served_responses",
+    "feedback",
+    "deployments",
+    "deployment_events",
+    "jobs",
 }
 
 
@@ -52,7 +60,7 @@ def test_migrate_from_empty(empty_db: Database) -> None:
     empty_db.migrate()
     assert set(inspect(empty_db.engine).get_table_names()) >= TABLES
     with empty_db.session(write=False) as session:
-        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
+        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0011"
 
 
 def test_migrate_twice_is_a_no_op(db: Database) -> None:

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from stratum.jobs import JobContext, Resources
+from stratum.registry.lineage import LineageService
 from stratum.registry.service import RegistryService
 from stratum.storage import Database
 from stratum.training import dpo, sft
@@ -83,6 +84,12 @@ def test_dpo_prefers_the_chosen_answers(
     version = RegistryService(store).resolve(result["model"])
     assert version.metadata["job_kind"] == "dpo" and version.metadata["dataset"] == str(preference_data)
     assert version.variant == "adapter" and version.metadata["base"] == tiny_registered
+    produced = LineageService(store).upstream(("model", version.ref), depth=1)
+    assert {(e.source_id, e.relation) for e in produced} >= {
+        ("dpo-job", "produced"),
+        (tiny_registered, "base_of"),
+    }
+    assert next(e for e in produced if e.relation == "produced").metadata["reward_accuracy"] > 0.5
 
 
 def test_configs_are_checked_at_submit() -> None:

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from stratum.jobs import JobService, JobSubmit, Resources
 from stratum.jobs.kinds import BUILTIN_KINDS, JobKind
 from stratum.jobs.worker import Worker
+from stratum.registry.lineage import LineageService
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage import Database
@@ -96,3 +97,7 @@ def test_kill_and_resume_gives_identical_weights(
     assert version.metadata["job_id"] == b.id and version.variant == "adapter"
     assert version.base_version_id == registry.resolve(tiny_registered).id
     assert version.metadata["metrics"]["tokens_per_s"] > 0
+    graph = LineageService(db).upstream(("model", version.ref), depth=2)
+    edges = {(e.source_kind, e.source_id, e.relation, e.target_kind, e.target_id) for e in graph}
+    assert ("job", b.id, "produced", "model", "resumed@1") in edges
+    assert ("model", tiny_registered, "fine_tuned", "job", b.id) in edges

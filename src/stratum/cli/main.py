@@ -12,6 +12,9 @@
     stratum prices set|list    model prices per 1k tokens
     stratum jobs …             the job queue (submit, list, show, logs, cancel, retry)
     stratum worker             run a job worker
+    stratum lineage MODEL@V    what produced a version and what it produced
+    stratum deploy …           canary releases with automatic rollback (status, history …)
+    stratum ab start|report    A/B tests with sticky assignment and a significance report
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -24,7 +27,7 @@ from typing import Annotated
 import typer
 
 from stratum import __version__
-from stratum.cli import audit, chat, jobs, keys, models, prices, serve, tenancy, usage
+from stratum.cli import audit, chat, deploy, jobs, keys, lineage, models, prices, serve, tenancy, usage
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 
@@ -94,6 +97,9 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(prices.app, name="prices")
 app.add_typer(jobs.app, name="jobs")
 app.command("worker")(jobs.worker)
+app.command("lineage")(lineage.lineage)
+app.add_typer(deploy.app, name="deploy")
+app.add_typer(deploy.ab_app, name="ab")
 
 
 def run() -> None:

@@ -17,7 +17,8 @@ from stratum.gateway.metering import SettleMiddleware
 from stratum.gateway.metrics import Metrics
 from stratum.gateway.middleware import RequestIdMiddleware
 from stratum.gateway.pool import EngineFactory, ModelPool, default_factory
-from stratum.gateway.routes import admin, chat, completions, embeddings, health, jobs, models
+from stratum.gateway.releases import release_services, release_tasks
+from stratum.gateway.routes import admin, chat, completions, embeddings, feedback, health, jobs, models
 from stratum.gateway.state import AppState
 from stratum.governance.audit import AuditService
 from stratum.governance.counters import CounterStore, StoreCounters
@@ -76,6 +77,7 @@ def create_app(
             audit=AuditService(db),
             prices=PriceService(db),
             jobs=JobService(db, jobs_dir=settings.jobs_dir),
+            **release_services(db, registry),
         )
         app.state.stratum = state
         state.preload = await anyio.to_thread.run_sync(register_builtin_models, settings, registry)
@@ -85,6 +87,7 @@ def create_app(
         state.ready = True
         pruner = asyncio.create_task(_prune(state.pool))
         counter_pruner = asyncio.create_task(_prune_counters(state.quotas))
+        releases = release_tasks(state)
         if on_ready is not None:
             on_ready(state)
         try:
@@ -92,6 +95,9 @@ def create_app(
         finally:
             pruner.cancel()
             counter_pruner.cancel()
+            for task in releases:
+                task.cancel()
+            await anyio.to_thread.run_sync(state.responses.flush)
             await state.pool.close()
             if counters is None and isinstance(quota_counters, RedisCounterStore):
                 quota_counters.close()
@@ -114,6 +120,7 @@ def create_app(
         health.router,
         admin.router,
         jobs.router,
+        feedback.router,
     ):
         app.include_router(router)
     return app

@@ -44,6 +44,8 @@ class RequestContext:
     state: AppState | None = None
     ip: str | None = None
     started: float = field(default_factory=time.perf_counter)
+    # The registry version chosen for this request (errors carry it in x-stratum-model-version too).
+    model_version: str | None = None
 
     async def authorize(
         self,

@@ -21,7 +21,12 @@ def error_response(error: StratumError) -> JSONResponse:
 
 async def _stratum_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StratumError)
-    return error_response(exc)
+    response = error_response(exc)
+    # A failure of a chosen version names it, so canary errors can be attributed by clients too.
+    version = getattr(getattr(request.state, "context", None), "model_version", None)
+    if version is not None:
+        response.headers["x-stratum-model-version"] = version
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from stratum.deployments.controller import CanaryController
+from stratum.deployments.router import DeploymentRouter
+from stratum.deployments.service import DeploymentService
 from stratum.gateway.metrics import Metrics
 from stratum.gateway.pool import ModelPool
 from stratum.gateway.ttl import TTLCache
@@ -15,6 +18,9 @@ from stratum.governance.service import KeyService, Principal
 from stratum.governance.tenancy import TenancyService
 from stratum.governance.usage import UsageService
 from stratum.jobs.service import JobService
+from stratum.registry.feedback import FeedbackService
+from stratum.registry.lineage import LineageService
+from stratum.registry.responses import ResponseLog
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage.db import Database
@@ -34,6 +40,13 @@ class AppState:
     audit: AuditService
     prices: PriceService
     jobs: JobService
+    # Releases: lineage, feedback, deployments (see create_app).
+    responses: ResponseLog
+    feedback: FeedbackService
+    lineage: LineageService
+    deployments: DeploymentService
+    router: DeploymentRouter
+    canary: CanaryController
     metrics: Metrics = field(default_factory=Metrics)
     # Served names to preload at start; /readyz is green once they are loaded.
     preload: list[str] = field(default_factory=list)

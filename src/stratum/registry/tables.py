@@ -1,11 +1,11 @@
-"""Registry tables (created by migration 0001). ORM rows stay inside the registry: see ``schemas``."""
+"""Registry tables (migrations 0001 and 0007). ORM rows stay inside the registry: see ``schemas``."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stratum.storage import Base, utcnow
@@ -83,3 +83,88 @@ class ModelAliasEventRow(Base):
     to_version: Mapped[int | None] = mapped_column(Integer)
     actor: Mapped[str] = mapped_column(String(128))
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LineageEdgeRow(Base):
+    """One "source produced/feeds target" edge of the lineage graph (created by migration 0007).
+
+    Nodes are (kind, id) pairs; they are not foreign keys because most kinds (datasets, jobs,
+    evaluations) live in other domains and an edge must outlive, say, a removed evaluation run.
+    """
+
+    __tablename__ = "lineage_edges"
+    __table_args__ = (
+        UniqueConstraint(
+            "source_kind", "source_id", "target_kind", "target_id", "relation", name="uq_lineage_edges_edge"
+        ),
+        Index(None, "target_kind", "target_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_kind: Mapped[str] = mapped_column(String(16))
+    source_id: Mapped[str] = mapped_column(String(200))
+    target_kind: Mapped[str] = mapped_column(String(16))
+    target_id: Mapped[str] = mapped_column(String(200))
+    relation: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(128))
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict, server_default="{}")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ServedResponseRow(Base):
+    """Which version served one response, for whom, and how it went (migration 0007).
+
+    Written in batches by the gateway (``registry.responses.ResponseLog``). Feedback resolves its
+    ``response_id`` here; deployment controllers read status and latency per version from here, which
+    is how several gateways agree on a canary's health.
+    """
+
+    __tablename__ = "served_responses"
+    __table_args__ = (
+        Index(None, "response_id", unique=True),
+        Index(None, "deployment", "at"),
+        Index(None, "at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # NULL when the request failed before a response existed (its outcome still counts).
+    response_id: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(160))
+    version_ref: Mapped[str] = mapped_column(String(160))
+    deployment: Mapped[str | None] = mapped_column(String(128))
+    key_id: Mapped[str | None] = mapped_column(String(64))
+    org_id: Mapped[str | None] = mapped_column(String(32))
+    project_id: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FeedbackRow(Base):
+    """A user's judgement of one response, attributed to the version that served it (migration 0007)."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        Index(None, "version_ref", "created_at"),
+        Index(None, "response_id"),
+        Index(None, "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    response_id: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(160))
+    version_ref: Mapped[str] = mapped_column(String(160))
+    deployment: Mapped[str | None] = mapped_column(String(128))
+    # 0..1; thumbs up is 1.0 and thumbs down 0.0.
+    score: Mapped[float] = mapped_column(Float)
+    thumbs: Mapped[str | None] = mapped_column(String(4))
+    correction: Mapped[str | None] = mapped_column(Text)
+    comment: Mapped[str | None] = mapped_column(Text)
+    key_id: Mapped[str | None] = mapped_column(String(64))
+    org_id: Mapped[str | None] = mapped_column(String(32))
+    project_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -12,6 +12,7 @@ import torch
 
 from stratum.errors import InvalidRequest, UnsupportedFeature
 from stratum.jobs import JobContext
+from stratum.registry.lineage import LineageService
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage import Database
@@ -144,6 +145,7 @@ def save_outputs(
 def register(
     context: JobContext,
     registry: RegistryService,
+    lineage: LineageService,
     *,
     config: TrainConfig,
     base_dir: Path,
@@ -152,7 +154,9 @@ def register(
     paths: dict[str, str],
     metrics: dict[str, Any],
 ) -> dict[str, Any]:
-    """Register the result once (a retried job that already registered returns the same ref)."""
+    """Register the result once (a retried job that already registered returns the same ref), with
+    lineage: dataset version → job (trained_on), base model → job (fine_tuned), job → result
+    (produced, carrying the job's metrics)."""
     marker = context.workdir / "registered.json"
     if marker.is_file():
         return dict(json.loads(marker.read_text(encoding="utf-8")))
@@ -189,6 +193,14 @@ def register(
             description=description,
             actor=actor,
         )
+    job: tuple[str, str] = ("job", context.job_id)
+    if dataset_ref is not None:
+        lineage.add_edge(source=("dataset", dataset_ref), target=job, relation="trained_on", actor=actor)
+    if base_ref is not None:
+        lineage.add_edge(source=("model", base_ref), target=job, relation="fine_tuned", actor=actor)
+    lineage.add_edge(
+        source=job, target=("model", version.ref), relation="produced", actor=actor, metadata=metrics
+    )
     registered = {"model": version.ref, **paths}
     marker.write_text(json.dumps(registered), encoding="utf-8")
     return registered

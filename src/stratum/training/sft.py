@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from stratum.jobs import JobContext
+from stratum.registry.lineage import LineageService
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage import Database
@@ -86,6 +87,7 @@ def run(context: JobContext) -> dict[str, Any]:
         return parts.register(
             context,
             registry,
+            LineageService(db),
             config=config,
             base_dir=base_dir,
             base_ref=base_ref,

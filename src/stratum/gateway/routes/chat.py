@@ -14,6 +14,7 @@ from stratum.gateway.deps import ContextDep, Permit, StateDep
 from stratum.gateway.generation import Generation, sampling_params
 from stratum.gateway.metering import ChatMeter
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
+from stratum.gateway.serving import choose_version, served_hook
 from stratum.gateway.sse import DONE, error_event, event
 from stratum.protocol.base import Usage, dump, new_id, now
 from stratum.protocol.chat import (
@@ -50,7 +51,11 @@ async def create_chat_completion(
         log.debug("ignoring unknown fields %s", body.unknown_fields())
     recorder = Recorder(state.metrics, endpoint="chat", model=body.model, started=context.started)
     try:
-        version, engine = await state.pool.text_engine(body.model)
+        ref, deployment = choose_version(state, context, body.model, user=body.user)
+        version, engine = await state.pool.text_engine(ref)
+        recorder.on_done = served_hook(
+            state, context, model=body.model, version_ref=version.ref, deployment=deployment
+        )
         if body.tools and version.source != "upstream":
             raise UnsupportedFeature("tools are only supported on upstream models for now", param="tools")
         sent = body.model_dump(exclude_none=True)  # includes unknown fields the client sent
@@ -80,9 +85,10 @@ async def create_chat_completion(
     except StratumError as error:
         recorder.done(error.status_code)
         raise
+    recorder.response_id = new_id("chatcmpl")
     recorder.done(200)
     completion = ChatCompletion(
-        id=new_id("chatcmpl"),
+        id=recorder.response_id,
         created=now(),
         model=body.model,
         choices=[
@@ -104,6 +110,7 @@ async def _chunks(
     body: ChatCompletionRequest, generation: Generation, recorder: Recorder
 ) -> AsyncIterator[bytes]:
     completion_id, created = new_id("chatcmpl"), now()
+    recorder.response_id = completion_id
 
     def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> bytes:
         return event(

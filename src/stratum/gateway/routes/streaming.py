@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi.responses import StreamingResponse
 
@@ -20,6 +20,9 @@ class Recorder:
         self.metrics, self.endpoint, self.model, self.started = metrics, endpoint, model, started
         self._status: int | None = None
         self._recorded = False
+        # Set by the route once the serving version is known (gateway.serving.served_hook).
+        self.on_done: Callable[[int, float, str | None], None] | None = None
+        self.response_id: str | None = None
 
     def failed(self, status: int) -> None:
         self._status = status
@@ -29,6 +32,8 @@ class Recorder:
             self._recorded = True
             seconds = time.perf_counter() - self.started
             self.metrics.observe(endpoint=self.endpoint, model=self.model, status=status, seconds=seconds)
+            if self.on_done is not None:
+                self.on_done(status, seconds, self.response_id)
 
     @contextlib.asynccontextmanager
     async def streaming(self) -> AsyncIterator[None]:

@@ -1,7 +1,7 @@
 """job queue: ``jobs`` (priorities, resource requests, leases, progress, metrics).
 
 Revision ID: 0011
-Revises: 0003
+Revises: 0007 (0003 on its own branch; re-chained after merging releases)
 Create Date: 2026-11-23
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0011"
-down_revision: str | None = "0003"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

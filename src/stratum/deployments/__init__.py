@@ -1,0 +1,1 @@
+"""Deployments: a public model name routed to registry versions by weight (canary, A/B)."""
