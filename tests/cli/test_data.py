@@ -129,3 +129,26 @@ def test_interactive_review(runner: CliRunner, tmp_path: Path) -> None:
     assert "2 decisions recorded, 0 rows still pending" in result.stdout
     final = _json(runner, "data", "show", "faq@3")
     assert final["rows"] == 1 and final["report"]["dropped"] == {"rejected": 1}
+
+
+def test_llm_labeller_and_backtranslate_through_an_openai_server(
+    runner: CliRunner, tmp_path: Path, fake_openai: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _json(runner, "data", "import", str(_write(tmp_path / "faq.jsonl", ROWS[2:])))
+    labelled = _json(
+        runner, "data", "label", "faq", "--model", "plain", "--labels", "测试模型,其他",
+        "--base-url", fake_openai.url, "--api-key", fake_openai.api_key, "--threshold", "0.7",
+    )  # fmt: skip
+    # The fake answers "你好，我是测试模型。": it contains one label, so confidence 0.6 < 0.7.
+    assert labelled["queued"] == 2 and labelled["version"]["transform"]["params"]["model"] == "plain"
+    asked = fake_openai.requests[0]["messages"][0]["content"]
+    assert "测试模型, 其他" in asked and "发票怎么开？" in asked
+    monkeypatch.setenv("STRATUM_API_KEY", fake_openai.api_key)
+    made = _json(
+        runner, "data", "transform", "faq@1", "--steps", "backtranslate",
+        "--params", "backtranslate.model=fake", "--base-url", fake_openai.url,
+    )  # fmt: skip
+    rows = _json(runner, "data", "show", made[0]["ref"])
+    assert rows["rows"] == 4 and rows["report"]["added"] == 2
+    streamed = fake_openai.requests[-1]
+    assert streamed["stream"] is True and streamed["temperature"] == 0.0
