@@ -2,7 +2,8 @@
 
 StratumError                      500 internal_error
 ├── InvalidRequest                400 invalid_request_error
-│   └── UnsupportedFeature        400 invalid_request_error / unsupported
+│   ├── UnsupportedFeature        400 invalid_request_error / unsupported
+│   └── ContentBlocked            400 invalid_request_error / content_blocked (names the rule)
 ├── AuthenticationError           401 authentication_error / invalid_api_key
 ├── PermissionDenied              403 permission_error
 │   └── PolicyDenied              403 permission_error / policy_denied (names the rule)
@@ -42,6 +43,22 @@ class InvalidRequest(StratumError):
 
 class UnsupportedFeature(InvalidRequest):
     code = "unsupported"
+
+
+class ContentBlocked(InvalidRequest):
+    """The content guard refused a prompt; ``rule`` names why (``guard.pii.id_card``, ``guard.words``,
+    ``guard.injection``), also sent as ``error.rule``."""
+
+    code = "content_blocked"
+
+    def __init__(self, message: str, *, rule: str, param: str | None = None) -> None:
+        super().__init__(f"Blocked by rule '{rule}': {message}", param=param)
+        self.rule = rule
+
+    def to_dict(self) -> dict[str, dict[str, str | None]]:
+        body = super().to_dict()
+        body["error"]["rule"] = self.rule
+        return body
 
 
 class AuthenticationError(StratumError):

@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     canary_interval: float = Field(
         default=15.0, gt=0, description="Seconds between two checks of the running canaries."
     )
+    # --- governance: audit retention ---
+    audit_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Days of audit entries to keep; older ones are pruned behind a checkpoint. Unset: all.",
+    )
 
     @field_validator("home")
     @classmethod

@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 from fastapi.routing import APIRoute
 
-from stratum.gateway.routes.admin import router
-from stratum.gateway.routes.jobs import router as jobs_router
+from stratum.gateway.routes import admin, datasets, jobs
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from tests.gateway.conftest import Gateway
 
@@ -22,11 +21,21 @@ BODIES = {
     ("POST", "/admin/v1/orgs/{org}/projects/{project}/keys"): {"role": "developer"},
     ("PUT", "/admin/v1/policies/{name}"): {"name": "r1", "actions": ["chat"]},
     ("POST", "/admin/v1/orgs/{org}/projects/{project}/jobs"): {"kind": "sleep", "config": {"seconds": 0}},
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets"): {
+        "name": "d",
+        "rows": [{"instruction": "问", "output": "答"}],
+    },
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets/{dataset}/versions/{version}/transform"): {
+        "steps": ["clean"]
+    },
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets/{dataset}/versions/{version}/review"): [
+        {"row_index": 0, "decision": "accept"}
+    ],
 }
 ADMIN_ROUTES = sorted(
     (method, route.path)
-    for table in (router, jobs_router)
-    for route in table.routes
+    for router in (admin.router, datasets.router, jobs.router)
+    for route in router.routes
     if isinstance(route, APIRoute)
     for method in route.methods
 )
@@ -54,8 +63,8 @@ def tenants(gateway: Gateway) -> dict[str, object]:
 
 
 def _call(gateway: Gateway, method: str, path: str, key: str, **params: str):  # type: ignore[no-untyped-def]
-    fields = {"org": "org-b", "project": "proj-b", "key_id": "x", "name": "r1", "job_id": "j", **params}
-    url = path.format(**fields)
+    names = {"org": "org-b", "project": "proj-b", "key_id": "x", "name": "r1", "dataset": "d", "version": "1"}
+    url = path.format(**{**names, "job_id": "j", **params})
     body = BODIES.get((method, path))
     return gateway.client.request(method, url, json=body, headers={"authorization": f"Bearer {key}"})
 

@@ -75,6 +75,7 @@ def test_an_empty_log_verifies(db: Database) -> None:
         "count": 0,
         "broken_id": None,
         "reason": None,
+        "checkpoint_id": None,
     }
 
 

@@ -11,6 +11,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
+import stratum.data.tables
 import stratum.deployments.tables
 import stratum.governance.tables
 import stratum.jobs.tables
@@ -37,6 +38,11 @@ TABLES = {
     "deployments",
     "deployment_events",
     "jobs",
+    "guard_policies",
+    "audit_checkpoints",
+    "datasets",
+    "dataset_versions",
+    "dataset_review_items",
 }
 
 

@@ -15,6 +15,7 @@
     stratum lineage MODEL@V    what produced a version and what it produced
     stratum deploy …           canary releases with automatic rollback (status, history …)
     stratum ab start|report    A/B tests with sticky assignment and a significance report
+    stratum data …             datasets: import, versions, transforms, review
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -28,6 +29,7 @@ import typer
 
 from stratum import __version__
 from stratum.cli import audit, chat, deploy, jobs, keys, lineage, models, prices, serve, tenancy, usage
+from stratum.cli import audit, chat, data, keys, models, prices, serve, tenancy, usage
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 
@@ -100,6 +102,7 @@ app.command("worker")(jobs.worker)
 app.command("lineage")(lineage.lineage)
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(deploy.ab_app, name="ab")
+app.add_typer(data.app, name="data")
 
 
 def run() -> None:

@@ -11,17 +11,30 @@ import anyio
 from fastapi import FastAPI
 
 from stratum import __version__
-from stratum.gateway import errors
+from stratum.gateway import errors, retention
 from stratum.gateway.bootstrap import register_builtin_models
 from stratum.gateway.metering import SettleMiddleware
 from stratum.gateway.metrics import Metrics
 from stratum.gateway.middleware import RequestIdMiddleware
 from stratum.gateway.pool import EngineFactory, ModelPool, default_factory
 from stratum.gateway.releases import release_services, release_tasks
-from stratum.gateway.routes import admin, chat, completions, embeddings, feedback, health, jobs, models
+from stratum.gateway.routes import (
+    admin,
+    chat,
+    completions,
+    datasets,
+    embeddings,
+    feedback,
+    guard,
+    health,
+    jobs,
+    models,
+)
 from stratum.gateway.state import AppState
 from stratum.governance.audit import AuditService
+from stratum.governance.audit_writer import AuditWriter
 from stratum.governance.counters import CounterStore, StoreCounters
+from stratum.governance.guard.service import GuardService
 from stratum.governance.prices import PriceService
 from stratum.governance.quotas import QuotaService
 from stratum.governance.redis_counters import RedisCounterStore
@@ -78,6 +91,8 @@ def create_app(
             prices=PriceService(db),
             jobs=JobService(db, jobs_dir=settings.jobs_dir),
             **release_services(db, registry),
+            guard=GuardService(db),
+            audit_writer=AuditWriter(db),
         )
         app.state.stratum = state
         state.preload = await anyio.to_thread.run_sync(register_builtin_models, settings, registry)
@@ -88,6 +103,7 @@ def create_app(
         pruner = asyncio.create_task(_prune(state.pool))
         counter_pruner = asyncio.create_task(_prune_counters(state.quotas))
         releases = release_tasks(state)
+        audit_pruner = asyncio.create_task(retention.prune_periodically(state.audit, settings))
         if on_ready is not None:
             on_ready(state)
         try:
@@ -98,7 +114,10 @@ def create_app(
             for task in releases:
                 task.cancel()
             await anyio.to_thread.run_sync(state.responses.flush)
+            audit_pruner.cancel()
             await state.pool.close()
+            # After the engines: requests still finishing have settled; write their records.
+            await anyio.to_thread.run_sync(state.audit_writer.close)
             if counters is None and isinstance(quota_counters, RedisCounterStore):
                 quota_counters.close()
             db.dispose()
@@ -121,6 +140,8 @@ def create_app(
         admin.router,
         jobs.router,
         feedback.router,
+        datasets.router,
+        guard.router,
     ):
         app.include_router(router)
     return app

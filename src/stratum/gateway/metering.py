@@ -27,6 +27,7 @@ from stratum.engine.base import GenerationRequest, TextEngine
 from stratum.gateway.deps import ContextDep, RequestContext, StateDep
 from stratum.gateway.generation import Generation
 from stratum.gateway.state import AppState
+from stratum.governance.guard.service import Findings
 from stratum.governance.prices import Price, cost
 from stratum.governance.quotas import Reservation
 from stratum.governance.usage import UsageEntry
@@ -63,6 +64,8 @@ class Meter:
         self.price: Price | None = None
         # Prompt tokens counted at admission: billed even if the client leaves before the first token.
         self.counted_prompt = 0
+        # What the content guard found (``gateway.guarding``), recorded with the usage entry.
+        self.findings: Findings | None = None
 
     async def admit(self, generation: Generation) -> None:
         """Reserve the worst case of ``generation`` (capping unbounded requests), before it starts."""
@@ -127,8 +130,10 @@ class Meter:
             prompt_tokens=prompt,
             completion_tokens=completion,
             status=status,
+            guard=self.findings.detail() if self.findings and not self.findings.empty() else None,
         )
-        self.state.usage.record([entry])
+        # Written by the batched writer, off the request path.
+        self.state.audit_writer.submit(entry)
 
 
 def _prompt_tokens(engine: TextEngine, requests: Sequence[GenerationRequest]) -> list[int]:

@@ -11,6 +11,8 @@ from stratum.gateway.metrics import Metrics
 from stratum.gateway.pool import ModelPool
 from stratum.gateway.ttl import TTLCache
 from stratum.governance.audit import AuditService
+from stratum.governance.audit_writer import AuditWriter
+from stratum.governance.guard.service import GuardService
 from stratum.governance.prices import PriceService
 from stratum.governance.quotas import QuotaService
 from stratum.governance.rules import PolicyService
@@ -47,6 +49,8 @@ class AppState:
     deployments: DeploymentService
     router: DeploymentRouter
     canary: CanaryController
+    guard: GuardService
+    audit_writer: AuditWriter
     metrics: Metrics = field(default_factory=Metrics)
     # Served names to preload at start; /readyz is green once they are loaded.
     preload: list[str] = field(default_factory=list)

@@ -48,6 +48,14 @@ ACTIONS = (
     "prices.write",
     "jobs.read",
     "jobs.write",
+    "guard.read",
+    "guard.write",
+    "guard.scan",
+    "guard.defaults.read",
+    "guard.defaults.write",
+    # Datasets (stratum.data), owned by a project.
+    "datasets.read",
+    "datasets.write",
 )
 _USE = (*INFERENCE, "models.read")
 
@@ -64,9 +72,13 @@ ROLE_GRANTS: dict[str, tuple[str, ...]] = {
         "audit.read",
         "prices.read",
         "jobs.*",
+        "guard.read",
+        "guard.write",
+        "guard.scan",
+        "datasets.*",
     ),
-    "developer": (*_USE, "projects.read", "usage.read", "jobs.*"),
-    "viewer": ("models.read", "projects.read", "usage.read", "jobs.read"),
+    "developer": (*_USE, "projects.read", "usage.read", "guard.read", "guard.scan", "datasets.*", "jobs.*"),
+    "viewer": ("models.read", "projects.read", "usage.read", "guard.read", "datasets.read", "jobs.read"),
 }
 
 

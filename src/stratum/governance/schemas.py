@@ -195,3 +195,13 @@ class AuditVerification(BaseModel):
     count: int
     broken_id: int | None = None
     reason: str | None = None
+    # Set when older entries were pruned: verification started after this entry id.
+    checkpoint_id: int | None = None
+
+
+class AuditPrune(BaseModel):
+    """The result of pruning: how many entries went, through which id (None: nothing to prune)."""
+
+    pruned: int
+    through_id: int | None
+    before: datetime

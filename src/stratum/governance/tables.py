@@ -147,3 +147,33 @@ class AuditRow(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# --- content guard and audit retention (migration 0004) ---
+
+
+class GuardPolicyRow(Base):
+    """A project's content-guard policy (``governance.guard.policy``); ``scope`` is a project id,
+    or ``default`` for keys without a project. No row: the built-in default policy."""
+
+    __tablename__ = "guard_policies"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    policy: Mapped[dict[str, Any]]
+    # The sensitive words, kept apart from the policy so listing a policy stays small.
+    words: Mapped[list[Any]] = mapped_column(default=list)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditCheckpointRow(Base):
+    """Written when old audit entries are pruned: the last pruned entry's id and hash, from which
+    ``verify`` continues. The prune is itself an audit entry naming both, so an edited checkpoint
+    does not verify."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    through_id: Mapped[int] = mapped_column(BigInteger)
+    through_hash: Mapped[str] = mapped_column(String(64))
+    pruned: Mapped[int] = mapped_column(BigInteger)

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from stratum.governance import audit
 from stratum.governance.prices import MONEY_PLACES, Price, cost, prices_for
@@ -31,6 +32,8 @@ class UsageEntry:
     prompt_tokens: int
     completion_tokens: int
     status: int = 200
+    # What the content guard found and did (type counts and actions, never the text); None: nothing.
+    guard: dict[str, Any] | None = None
 
 
 def _cost(prices: dict[str, Price], entry: UsageEntry) -> Decimal | None:
@@ -49,42 +52,47 @@ class UsageService:
     def record(self, entries: Sequence[UsageEntry]) -> None:
         if not entries:
             return
-        now = utcnow()
         with self._db.session() as session:
-            prices = prices_for(session, (e.model[:160] for e in entries))
-            for e in entries:
-                # Metadata only: who, what, when, status and tokens; never bodies or keys.
-                audit.append(
-                    session,
-                    actor=e.key_id,
-                    action="inference",
-                    target=e.endpoint,
-                    org_id=e.org_id,
-                    project_id=e.project_id,
-                    detail={
-                        "request_id": e.request_id[:64],
-                        "model": e.model[:160],
-                        "status": e.status,
-                        "prompt_tokens": e.prompt_tokens,
-                        "completion_tokens": e.completion_tokens,
-                    },
-                )
-            session.add_all(
-                UsageRow(
-                    at=now,
-                    request_id=e.request_id[:64],
-                    key_id=e.key_id,
-                    org_id=e.org_id,
-                    project_id=e.project_id,
-                    model=e.model[:160],
-                    endpoint=e.endpoint,
-                    prompt_tokens=e.prompt_tokens,
-                    completion_tokens=e.completion_tokens,
-                    status=e.status,
-                    cost=_cost(prices, e),
-                )
-                for e in entries
+            self.record_in(session, entries)
+
+    def record_in(self, session: Session, entries: Sequence[UsageEntry]) -> None:
+        """``record`` inside the caller's write transaction (the batched audit writer's)."""
+        now = utcnow()
+        prices = prices_for(session, (e.model[:160] for e in entries))
+        for e in entries:
+            # Metadata only: who, what, when, status and tokens; never bodies or keys.
+            audit.append(
+                session,
+                actor=e.key_id,
+                action="inference",
+                target=e.endpoint,
+                org_id=e.org_id,
+                project_id=e.project_id,
+                detail={
+                    "request_id": e.request_id[:64],
+                    "model": e.model[:160],
+                    "status": e.status,
+                    "prompt_tokens": e.prompt_tokens,
+                    "completion_tokens": e.completion_tokens,
+                    **({"guard": e.guard} if e.guard else {}),
+                },
             )
+        session.add_all(
+            UsageRow(
+                at=now,
+                request_id=e.request_id[:64],
+                key_id=e.key_id,
+                org_id=e.org_id,
+                project_id=e.project_id,
+                model=e.model[:160],
+                endpoint=e.endpoint,
+                prompt_tokens=e.prompt_tokens,
+                completion_tokens=e.completion_tokens,
+                status=e.status,
+                cost=_cost(prices, e),
+            )
+            for e in entries
+        )
 
     def report(self, path: str, *, by: GroupBy = "model", since: date | None = None) -> UsageReport:
         """Requests and tokens of project ``ORG/PROJECT`` grouped by model, key or UTC day."""

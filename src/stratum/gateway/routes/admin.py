@@ -170,6 +170,8 @@ async def usage(
 ) -> UsageReport:
     """Requests and tokens of the project, grouped by model, key or UTC day."""
     found = await _project(context, state, org, project, "usage.read")
+    # Records of requests that just finished may still be queued in the batched writer.
+    await anyio.to_thread.run_sync(state.audit_writer.flush)
     return await anyio.to_thread.run_sync(lambda: state.usage.report(found.path, by=by, since=since))
 
 
@@ -212,6 +214,7 @@ async def audit_log(
     await context.authorize("audit.read", org_id=org_id)
     if since is not None and since.tzinfo is None:
         raise InvalidRequest("since needs a time zone (e.g. 2026-01-01T00:00:00Z)", param="since")
+    await anyio.to_thread.run_sync(state.audit_writer.flush)
     return await anyio.to_thread.run_sync(
         lambda: state.audit.list_entries(since=since, actor=actor, org_id=org_id, limit=limit)
     )

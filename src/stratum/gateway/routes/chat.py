@@ -12,6 +12,7 @@ from stratum.engine.base import GenerationRequest
 from stratum.errors import StratumError, UnsupportedFeature
 from stratum.gateway.deps import ContextDep, Permit, StateDep
 from stratum.gateway.generation import Generation, sampling_params
+from stratum.gateway.guarding import Guarded
 from stratum.gateway.metering import ChatMeter
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
 from stratum.gateway.serving import choose_version, served_hook
@@ -60,7 +61,8 @@ async def create_chat_completion(
             raise UnsupportedFeature("tools are only supported on upstream models for now", param="tools")
         sent = body.model_dump(exclude_none=True)  # includes unknown fields the client sent
         passthrough = {k: sent[k] for k in _PASSTHROUGH if k in sent}
-        messages = [m.model_dump(exclude_none=True) for m in body.messages]
+        guarded = await Guarded.open(state, context, meter)
+        messages = await guarded.chat_messages([m.model_dump(exclude_none=True) for m in body.messages])
         requests = [
             GenerationRequest(
                 request_id=f"{context.request_id}/{i}",
@@ -79,9 +81,10 @@ async def create_chat_completion(
         raise
     headers = {VERSION_HEADER: version.ref, "x-request-id": context.request_id}
     if body.stream:
-        return sse_response(_chunks(body, generation, recorder), headers=headers)
+        return sse_response(_chunks(body, generation, recorder, guarded), headers=headers)
     try:
         choices = await generation.collect()
+        guarded.choices(choices)
     except StratumError as error:
         recorder.done(error.status_code)
         raise
@@ -107,7 +110,7 @@ async def create_chat_completion(
 
 
 async def _chunks(
-    body: ChatCompletionRequest, generation: Generation, recorder: Recorder
+    body: ChatCompletionRequest, generation: Generation, recorder: Recorder, guarded: Guarded
 ) -> AsyncIterator[bytes]:
     completion_id, created = new_id("chatcmpl"), now()
     recorder.response_id = completion_id
@@ -125,7 +128,7 @@ async def _chunks(
             [ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content="")) for i in range(body.n)]
         )
         try:
-            async for index, piece in generation.stream():
+            async for index, piece in guarded.stream(generation.stream(), choices=body.n):
                 if piece.text or piece.tool_calls:
                     delta = ChatDelta(
                         content=piece.text or None, tool_calls=list(piece.tool_calls or ()) or None

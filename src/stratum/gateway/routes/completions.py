@@ -11,6 +11,7 @@ from stratum.engine.base import GenerationRequest
 from stratum.errors import StratumError, UnsupportedFeature
 from stratum.gateway.deps import ContextDep, Permit, StateDep
 from stratum.gateway.generation import Generation, sampling_params
+from stratum.gateway.guarding import Guarded
 from stratum.gateway.metering import CompletionsMeter
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
 from stratum.gateway.sse import DONE, error_event, event
@@ -37,7 +38,8 @@ async def create_completion(
     try:
         if body.suffix:
             raise UnsupportedFeature("suffix (fill-in-the-middle) is not supported", param="suffix")
-        prompts = _prompts(body)
+        guarded = await Guarded.open(state, context, meter)
+        prompts = await guarded.prompts(_prompts(body))
         version, engine = await state.pool.text_engine(body.model)
         requests = [
             GenerationRequest(
@@ -64,9 +66,10 @@ async def create_completion(
     headers = {VERSION_HEADER: version.ref, "x-request-id": context.request_id}
     echo = [prompt for prompt in prompts for _ in range(body.n)] if body.echo else None
     if body.stream:
-        return sse_response(_chunks(body, generation, recorder, echo), headers=headers)
+        return sse_response(_chunks(body, generation, recorder, echo, guarded), headers=headers)
     try:
         choices = await generation.collect()
+        guarded.choices(choices)
     except StratumError as error:
         recorder.done(error.status_code)
         raise
@@ -87,7 +90,11 @@ async def create_completion(
 
 
 async def _chunks(
-    body: CompletionRequest, generation: Generation, recorder: Recorder, echo: list[str] | None
+    body: CompletionRequest,
+    generation: Generation,
+    recorder: Recorder,
+    echo: list[str] | None,
+    guarded: Guarded,
 ) -> AsyncIterator[bytes]:
     completion_id, created = new_id("cmpl"), now()
 
@@ -102,7 +109,7 @@ async def _chunks(
                 [CompletionChoice(index=i, text=text, finish_reason=None) for i, text in enumerate(echo)]
             )
         try:
-            async for index, piece in generation.stream():
+            async for index, piece in guarded.stream(generation.stream(), choices=len(generation.requests)):
                 yield chunk(
                     [CompletionChoice(index=index, text=piece.text, finish_reason=piece.finish_reason)]
                 )

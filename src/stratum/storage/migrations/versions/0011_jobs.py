@@ -1,7 +1,7 @@
 """job queue: ``jobs`` (priorities, resource requests, leases, progress, metrics).
 
 Revision ID: 0011
-Revises: 0007 (0003 on its own branch; re-chained after merging releases)
+Revises: 0007 (0003 on its own branch; chained 0004 → 0010 → 0007 → 0011 after merging data and releases)
 Create Date: 2026-11-23
 """
 

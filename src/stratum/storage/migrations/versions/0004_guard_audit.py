@@ -1,0 +1,54 @@
+"""content guard policies and audit retention: ``guard_policies``, ``audit_checkpoints``.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-23
+
+- ``guard_policies.scope`` is a project id or ``default``; no foreign key, so the default row
+  needs no project (a removed project's policy is harmless and deleted with ``stratum guard``).
+- ``audit_checkpoints`` keeps the id and hash of the last pruned audit entry so ``verify`` can start
+  there after old rows are deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def _json() -> sa.types.TypeEngine[Any]:
+    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "guard_policies",
+        sa.Column("scope", sa.String(32), nullable=False),
+        sa.Column("policy", _json(), nullable=False),
+        sa.Column("words", _json(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("scope", name="pk_guard_policies"),
+    )
+    op.create_table(
+        "audit_checkpoints",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("through_id", sa.BigInteger(), nullable=False),
+        sa.Column("through_hash", sa.String(64), nullable=False),
+        sa.Column("pruned", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_audit_checkpoints"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("audit_checkpoints")
+    op.drop_table("guard_policies")
