@@ -8,19 +8,25 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from stratum.data.service import DatasetService
+from stratum.errors import PermissionDenied
+from stratum.governance.schemas import OrgCreate, ProjectCreate
+from stratum.governance.tenancy import TenancyService
 from stratum.jobs import JobContext, Resources
 from stratum.registry.lineage import LineageService
 from stratum.registry.service import RegistryService
+from stratum.settings import Settings
 from stratum.storage import Database
 from stratum.training import dpo, sft
 from stratum.training.config import validate_dpo, validate_sft
+from tests.training.conftest import CHAT_ROWS, write_jsonl
 
 pytestmark = pytest.mark.slow
 
 
 def _context(tmp_path: Path, kind: str, config: dict[str, object]) -> JobContext:
     workdir = tmp_path / "job"
-    (workdir / "run").mkdir(parents=True)
+    (workdir / "run").mkdir(parents=True, exist_ok=True)
     normalised = (validate_sft if kind == "sft" else validate_dpo)(config)
     return JobContext(
         job_id=f"{kind}-job",
@@ -102,3 +108,31 @@ def test_configs_are_checked_at_submit() -> None:
     with pytest.raises(InvalidRequest, match="method"):
         validate_dpo({"base": "m", "dataset_path": "x", "method": "full"})
     assert validate_sft({"base": "m", "dataset": "d@1", "register": False})["register_output"] is False
+
+
+def test_sft_on_a_dataset_version_of_the_job_project(
+    store: Database, tmp_path: Path, tiny_registered: str
+) -> None:
+    tenancy = TenancyService(store)
+    tenancy.create_org(OrgCreate(name="acme"))
+    for project in ("bot", "other"):
+        tenancy.create_project("acme", ProjectCreate(name=project))
+    datasets = DatasetService(store, Settings())
+    chat_only = write_jsonl(tmp_path / "faq.jsonl", CHAT_ROWS[:5])
+    version = datasets.import_file(chat_only, name="faq", project="acme/bot")
+    datasets.import_file(chat_only, name="secret", project="acme/other")
+    config = {"base": tiny_registered, "dataset": "faq", "max_steps": 2, "output": "faq-lora"}
+    context = _context(tmp_path, "sft", config)
+    context.project = "acme/bot"
+    result = sft.run(context)
+    assert context.metrics["steps"] == 2
+    edges = LineageService(store).downstream(("dataset", version.ref), depth=2)
+    assert {(e.relation, e.target_id) for e in edges} >= {
+        ("trained_on", context.job_id),
+        ("produced", result["model"]),
+    }
+    assert RegistryService(store).resolve(result["model"]).metadata["dataset"] == version.ref
+    stolen = _context(tmp_path / "2", "sft", config | {"dataset": "acme/other/secret"})
+    stolen.project = "acme/bot"
+    with pytest.raises(PermissionDenied, match="another project"):
+        sft.run(stolen)

@@ -28,8 +28,7 @@ from typing import Annotated
 import typer
 
 from stratum import __version__
-from stratum.cli import audit, chat, deploy, jobs, keys, lineage, models, prices, serve, tenancy, usage
-from stratum.cli import audit, chat, data, keys, models, prices, serve, tenancy, usage
+from stratum.cli import audit, chat, data, deploy, jobs, keys, lineage, models, prices, serve, tenancy, usage
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 

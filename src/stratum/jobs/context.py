@@ -52,6 +52,8 @@ class JobContext:
     workdir: Path
     # This attempt's files for the worker (progress, result, error).
     rundir: Path
+    # ORG/PROJECT the job belongs to (None: a platform job); scopes the names it may use.
+    project: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     _started: float = field(default_factory=time.monotonic)
     _first_step: int | None = None
@@ -92,6 +94,7 @@ class JobContext:
             resources=Resources(**spec["resources"]),
             workdir=Path(spec["workdir"]),
             rundir=spec_path.parent,
+            project=spec.get("project"),
         )
 
 

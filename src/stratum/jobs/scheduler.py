@@ -22,6 +22,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from stratum.governance.tables import OrgRow, ProjectRow
 from stratum.jobs.schemas import Claim, Resources
 from stratum.jobs.tables import JobRow
 from stratum.storage import Database, advisory_lock, utcnow
@@ -71,7 +72,12 @@ class Scheduler:
             row.lease_expires_at = now + timedelta(seconds=self.lease_s)
             resources = Resources(cpu_threads=row.cpu_threads, memory_mb=row.memory_mb, gpus=row.gpus)
             return Claim(
-                id=row.id, kind=row.kind, attempt=row.attempts, config=row.config, resources=resources
+                id=row.id,
+                kind=row.kind,
+                attempt=row.attempts,
+                config=row.config,
+                resources=resources,
+                project=self._project_path(session, row.project_id),
             )
 
     def heartbeat(
@@ -168,6 +174,17 @@ class Scheduler:
                     self._close(row, "failed", now)
                 changed.append(Requeued(row.id, row.status))
             return changed
+
+    @staticmethod
+    def _project_path(session: Session, project_id: str | None) -> str | None:
+        if project_id is None:
+            return None
+        found = session.execute(
+            select(OrgRow.name, ProjectRow.name)
+            .join(ProjectRow, ProjectRow.org_id == OrgRow.id)
+            .where(ProjectRow.id == project_id)
+        ).first()
+        return f"{found[0]}/{found[1]}" if found else None
 
     @staticmethod
     def _running(session: Session) -> int:

@@ -94,3 +94,4 @@ class Claim(BaseModel):
     attempt: int
     config: dict[str, Any]
     resources: Resources
+    project: str | None = Field(default=None, description="ORG/PROJECT the job belongs to.")

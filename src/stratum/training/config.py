@@ -34,6 +34,7 @@ class TrainConfig(BaseModel):
     base_path: str | None = Field(default=None, description="Or a model directory on the server.")
     dataset: str | None = Field(default=None, description="Dataset version ref (stratum data).")
     dataset_path: str | None = Field(default=None, description="Or a JSONL file on the server.")
+    split: str | None = Field(default=None, max_length=64, description="Only rows of this split (train).")
     output: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$",

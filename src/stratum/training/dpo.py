@@ -52,7 +52,7 @@ def run(context: JobContext) -> dict[str, Any]:
     with Database(settings.resolved_database_url) as db:
         registry = RegistryService(db)
         base_dir, base_ref = parts.resolve_base(registry, config)
-        rows, source, dataset_ref = parts.load_rows(db, config)
+        rows, source, dataset_ref = parts.load_rows(db, config, project=context.project)
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
         examples = preference_examples(tokenizer, rows, max_length=config.max_length, source=source)
         context.log(f"{len(examples)} preference pairs from {source}; base {base_ref or base_dir}")

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from stratum.errors import InvalidRequest, UnsupportedFeature
+from stratum.data.service import DatasetService
+from stratum.errors import InvalidRequest, PermissionDenied
 from stratum.jobs import JobContext
 from stratum.registry.lineage import LineageService
 from stratum.registry.service import RegistryService
@@ -51,21 +52,29 @@ def resolve_base(registry: RegistryService, config: TrainConfig) -> tuple[Path, 
     return Path(version.artifact_uri), version.ref
 
 
-def load_rows(db: Database, config: TrainConfig) -> tuple[list[dict[str, Any]], str, str | None]:
-    """(rows, source for error messages, dataset version ref or None for a file)."""
+def load_rows(
+    db: Database, config: TrainConfig, *, project: str | None
+) -> tuple[list[dict[str, Any]], str, str | None]:
+    """(rows, source for error messages, dataset version ref or None for a file).
+
+    A dataset ref is resolved in the job's project; a job may use its project's datasets and
+    platform datasets, never another project's."""
     if config.dataset_path is not None:
-        return read_jsonl(config.dataset_path), Path(config.dataset_path).name, None
-    try:
-        data = importlib.import_module("stratum.data.service")
-    except ImportError:
-        raise UnsupportedFeature(
-            "dataset refs need the datasets domain (stratum.data), not in this build; use dataset_path",
-            param="dataset",
-        ) from None
-    service = data.DatasetService(db, Settings())
-    version = service.get(config.dataset)
-    rows = list(version.rows()) if hasattr(version, "rows") else list(service.rows(config.dataset))
-    return rows, str(config.dataset), str(getattr(version, "ref", config.dataset))
+        rows = read_jsonl(config.dataset_path)
+        if config.split is not None:
+            rows = [row for row in rows if row.get("split") == config.split]
+        return rows, Path(config.dataset_path).name, None
+    assert config.dataset is not None
+    datasets = DatasetService(db, Settings())
+    version = datasets.get(config.dataset, project=project)
+    if version.project is not None and version.project != project:
+        raise PermissionDenied(
+            f"dataset {config.dataset} belongs to another project than the job's", param="dataset"
+        )
+    rows = datasets.load_rows(version, split=config.split)
+    if not rows:
+        raise InvalidRequest(f"dataset {version.ref} has no rows in split {config.split!r}", param="split")
+    return rows, version.ref, version.ref
 
 
 def load_model(
