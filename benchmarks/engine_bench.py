@@ -1,4 +1,7 @@
-"""Engine: the demo model through `stratum serve` (SSE, 1 and N clients) vs. `transformers` generate.
+"""Engine: models through `stratum serve` (SSE, 1, 8, 16, 32 clients) vs. `transformers` generate.
+
+Models: the demo model, and (``llama``) a ~100M-parameter Llama built from a config with random
+weights (``engine_core_bench.build_llama``), registered on the same server with ``stratum models add``.
 
 The baseline is what someone would write without Stratum: load the same directory with
 ``AutoModelForCausalLM`` and call ``model.generate`` once per request, batch 1, greedy. Both sides
@@ -27,7 +30,7 @@ from typing import Any
 import httpx
 import torch
 from load import Sample, make_client, post_stream, run_load
-from processes import Progress, free_port, running, stratum_command, stratum_env
+from processes import Progress, free_port, run_checked, running, stratum_command, stratum_env
 from stats import ms, p50_p99, ratio
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
@@ -160,26 +163,51 @@ def prepare_model(cache: Path, progress: Progress) -> Path:
     return ensure_demo_model(cache, progress=lambda line: progress(f"engine: {line}"))
 
 
+@dataclass(frozen=True)
+class ModelPlan:
+    """One model to measure: where it is, its served name, and how much to ask of it."""
+
+    name: str
+    path: Path
+    requests: int
+    rounds: int
+    max_tokens: int
+
+
 def run_engine_bench(
     *,
     workdir: Path,
     cache: Path,
     requests: int,
     rounds: int,
-    concurrency: int,
+    concurrency: int | list[int],
     max_tokens: int,
     torch_threads: int,
     progress: Progress,
+    llama: str | None = None,
+    llama_requests: int = 32,
+    llama_max_tokens: int = 32,
 ) -> dict[str, Any]:
+    """Measure the demo model (and the ``llama`` size built from a config, if given): a report each.
+
+    Returns the demo model's report, with the Llama's under ``"more"`` (a list) when measured.
+    """
+    concurrencies = sorted({1, *concurrency}) if isinstance(concurrency, list) else [1, concurrency]
     model_dir = prepare_model(cache, progress)
     # Same intra-op thread count on both sides; see run.py for why it defaults to 1.
     torch.set_num_threads(torch_threads)
-    baseline = Baseline(model_dir)
     home, logs = workdir / "engine-home", workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     # A copy of the cached build: the server finds it current (same fingerprint) and skips training,
     # while its own database and logs stay in the throwaway home.
     shutil.copytree(model_dir, demo_model_dir(home))
+    plans = [ModelPlan(DEMO_MODEL_NAME, model_dir, requests, rounds, max_tokens)]
+    if llama is not None:
+        from engine_core_bench import build_llama
+
+        progress(f"engine: building llama-{llama} from a config")
+        llama_dir = build_llama(workdir / f"llama-{llama}", llama)
+        plans.append(ModelPlan(f"llama-{llama}", llama_dir, llama_requests, 1, llama_max_tokens))
     port = free_port()
     admin_key = "sk-bench-" + secrets.token_urlsafe(24)
     env = stratum_env(
@@ -189,7 +217,17 @@ def run_engine_bench(
         demo_model="true",
         embeddings_model="false",
         torch_threads=str(torch_threads),
+        max_batch=str(max(concurrencies)),
+        max_queue=str(max(2 * max(concurrencies), 64)),
     )
+    for plan in plans[1:]:
+        run_checked(
+            [stratum_command(), "models", "add", plan.name, "--path", str(plan.path)],
+            env=env,
+            cwd=workdir,
+            log_path=logs / "engine-gateway.log",
+        )
+    reports = []
     with running(
         [stratum_command(), "serve"],
         env=env,
@@ -199,42 +237,54 @@ def run_engine_bench(
         name="stratum gateway (demo model)",
         progress=progress,
     ):
-        configs = asyncio.run(
-            _measure(
-                baseline,
-                url=f"http://127.0.0.1:{port}/v1/chat/completions",
-                headers={"authorization": f"Bearer {admin_key}"},
-                requests=requests,
-                rounds=rounds,
-                concurrency=concurrency,
-                max_tokens=max_tokens,
-                progress=progress,
+        for plan in plans:
+            baseline = Baseline(plan.path)
+            configs = asyncio.run(
+                _measure(
+                    baseline,
+                    model=plan.name,
+                    url=f"http://127.0.0.1:{port}/v1/chat/completions",
+                    headers={"authorization": f"Bearer {admin_key}"},
+                    requests=plan.requests,
+                    rounds=plan.rounds,
+                    concurrencies=concurrencies,
+                    max_tokens=plan.max_tokens,
+                    progress=progress,
+                )
             )
-        )
-    return _report(
-        configs,
-        max_tokens=max_tokens,
-        requests=requests,
-        rounds=rounds,
-        parameters=baseline.model.num_parameters(),
-        torch_threads=torch_threads,
-    )
+            reports.append(
+                _report(
+                    configs,
+                    model=plan.name,
+                    max_tokens=plan.max_tokens,
+                    requests=plan.requests,
+                    rounds=plan.rounds,
+                    parameters=baseline.model.num_parameters(),
+                    torch_threads=torch_threads,
+                )
+            )
+            del baseline
+    report = reports[0]
+    if reports[1:]:
+        report["more"] = reports[1:]
+    return report
 
 
 async def _measure(
     baseline: Baseline,
     *,
+    model: str,
     url: str,
     headers: dict[str, str],
     requests: int,
     rounds: int,
-    concurrency: int,
+    concurrencies: list[int],
     max_tokens: int,
     progress: Progress,
 ) -> list[Config]:
     async def send(client: httpx.AsyncClient, index: int) -> Sample:
         body = {
-            "model": DEMO_MODEL_NAME,
+            "model": model,
             "messages": [{"role": "user", "content": prompt_for(index)}],
             "max_tokens": max_tokens,
             "temperature": 0,
@@ -243,12 +293,10 @@ async def _measure(
         }
         return await post_stream(client, url, body, headers, index)
 
-    configs = [
-        Config("transformers generate (baseline)", 1),
-        Config("stratum serve, 1 client", 1),
-        Config(f"stratum serve, {concurrency} clients", concurrency),
+    configs = [Config("transformers generate (baseline)", 1)] + [
+        Config(f"stratum serve, {n} client{'s' if n > 1 else ''}", n) for n in concurrencies
     ]
-    clients = {1: make_client(1), concurrency: make_client(concurrency)}
+    clients = {n: make_client(n) for n in concurrencies}
     try:
         # Warm-up (excluded): a pass over every prompt on each path, and at least one request per
         # worker so that every connection is open before timing starts.
@@ -257,7 +305,7 @@ async def _measure(
             warm = await run_load(client, send, count=max(workers, len(PROMPTS)), concurrency=workers)
             if warm.errors:
                 raise RuntimeError(f"engine warm-up failed: {warm.errors[0]}")
-        progress(f"engine: warm-up done; {rounds} rounds of {requests} requests per configuration")
+        progress(f"engine: {model} warm-up done; {rounds} rounds of {requests} requests per configuration")
         for round_index in range(rounds):
             order = configs if round_index % 2 == 0 else configs[::-1]
             for config in order:
@@ -271,7 +319,7 @@ async def _measure(
                     client = clients[config.concurrency]
                     result = await run_load(client, send, count=requests, concurrency=config.concurrency)
                     rate = config.add(result.samples, result.errors, result.wall_seconds)
-                progress(f"engine: round {round_index + 1}/{rounds} {config.name}: {rate:.0f} tok/s")
+                progress(f"engine: {model} round {round_index + 1}/{rounds} {config.name}: {rate:.0f} tok/s")
     finally:
         for client in clients.values():
             await client.aclose()
@@ -311,6 +359,7 @@ def _summary(config: Config, *, reference: dict[int, Sample], baseline_tps: floa
 def _report(
     configs: list[Config],
     *,
+    model: str,
     max_tokens: int,
     requests: int,
     rounds: int,
@@ -322,7 +371,7 @@ def _report(
     # The first baseline round's output per request index is the reference for "same output".
     reference = {s.index: s for s in baseline.samples[:requests]}
     return {
-        "model": DEMO_MODEL_NAME,
+        "model": model,
         "parameters": parameters,
         "max_tokens": max_tokens,
         "torch_threads": torch_threads,
@@ -335,6 +384,11 @@ def _report(
 
 
 def markdown(report: dict[str, Any]) -> str:
+    """The demo model's table, then one per extra model measured."""
+    return "\n\n".join(_markdown_one(r) for r in [report, *report.get("more", [])])
+
+
+def _markdown_one(report: dict[str, Any]) -> str:
     lines = [
         f"### Engine: {report['model']} ({report['parameters']:,} parameters), greedy, max_tokens "
         f"{report['max_tokens']}, {report['rounds']} rounds x {report['requests_per_round']} requests "

@@ -1,18 +1,19 @@
 """Engine core: LocalEngine's fused continuous batching vs. plain `transformers` generate, in-process.
 
-    python benchmarks/engine_core_bench.py [--requests 24] [--max-tokens 64] [--threads 2]
-                                           [--transformers-cb]
+    python benchmarks/engine_core_bench.py [--requests 32] [--max-tokens 64] [--threads 1]
+                                           [--llama 100m|20m] [--skip-demo] [--transformers-cb]
 
 No HTTP and no gateway (``engine_bench.py`` measures those): this isolates the scheduler and the
 fused forward. Two models, each measured in one process, baseline first:
 
-- a ~20M-parameter Llama built from a config with a fixed seed (random weights, the demo's
-  byte-level tokenizer, as ``tests/tiny.py`` does), so the matrix multiplies dominate;
+- a ~100M-parameter Llama built from a config with a fixed seed (random weights, the demo's
+  byte-level tokenizer, as ``tests/tiny.py`` does), so the matrix multiplies dominate
+  (``--llama 20m`` for a quicker ~20M one);
 - the demo model (0.7M parameters), where Python overhead per step dominates.
 
 The baseline is what someone would write without Stratum: ``model.generate`` greedy, batch 1, one
 request after another. The engine serves the same prompts (same chat template, same
-``max_tokens``, greedy) from 1, 8 and 16 concurrent in-process clients; each client sends its next
+``max_tokens``, greedy) from 1, 8, 16 and 32 concurrent in-process clients; each client sends its next
 request when the previous one ends. Both sides stop at the same EOS ids or ``max_tokens``; tokens
 counted are the ones generated. The "same" column counts engine answers identical to the
 baseline's (greedy decoding must agree, see tests/engine/test_batching.py). The box is small and
@@ -57,7 +58,7 @@ PROMPTS = (
     "How many requests can Stratum handle at once?",
     "Stratum 使用哪个端口？请详细说明如何修改端口、如何查看日志以及如何创建新的 API 密钥。",
 )
-CONCURRENCY = (1, 8, 16)
+CONCURRENCY = (1, 8, 16, 32)
 WARMUP = 2  # untimed generations per side: weights into cache, kernels chosen
 
 
@@ -86,17 +87,33 @@ class Run:
         return self.tokens / self.wall
 
 
-def build_llama(target: Path) -> Path:
-    """~20M parameters: 6 layers, 512 wide, grouped-query attention (8 heads, 4 KV heads)."""
+# Llama shapes built from a config. "100m": 14 layers, 768 wide, MLP 2304, 12 heads / 4 KV heads
+# (~99M parameters with the 2k vocabulary, the size the issue names); "20m": 6 x 512, MLP 1408.
+LLAMA_SIZES: dict[str, dict[str, int]] = {
+    "100m": {
+        "hidden_size": 768,
+        "intermediate_size": 2304,
+        "num_hidden_layers": 14,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 4,
+    },
+    "20m": {
+        "hidden_size": 512,
+        "intermediate_size": 1408,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+    },
+}
+
+
+def build_llama(target: Path, size: str = "100m") -> Path:
+    """A random-weight Llama of ``LLAMA_SIZES[size]`` with the demo's byte-level tokenizer (seed 0)."""
     tokenizer = wrap_tokenizer(train_tokenizer(load_conversations(), vocab_size=2048), context_length=1024)
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=512,
-        intermediate_size=1408,
-        num_hidden_layers=6,
-        num_attention_heads=8,
-        num_key_value_heads=4,
+        **LLAMA_SIZES[size],
         max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -280,16 +297,19 @@ def main() -> None:
     parser.add_argument(
         "--transformers-cb", action="store_true", help="Also time transformers' generate_batch."
     )
+    parser.add_argument("--llama", choices=sorted(LLAMA_SIZES), default="100m", help="Llama size.")
+    parser.add_argument("--skip-demo", action="store_true", help="Only the Llama built from a config.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     started, load = time.perf_counter(), os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        tables = [
-            bench("llama-20m (random weights)", build_llama(Path(tmp) / "llama"), args),
-            bench("stratum-demo", ensure_demo_model(Path.home() / ".cache" / "stratum-bench"), args),
-        ]
+        llama = build_llama(Path(tmp) / "llama", args.llama)
+        tables = [bench(f"llama-{args.llama} (random weights)", llama, args)]
+        if not args.skip_demo:
+            demo = ensure_demo_model(Path.home() / ".cache" / "stratum-bench")
+            tables.append(bench("stratum-demo", demo, args))
     print("\n".join(tables))
     print(
         f"\ntorch {torch.__version__}, {args.threads} threads, {args.requests} requests x "

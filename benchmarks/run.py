@@ -52,6 +52,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--engine-requests", type=int, default=64, help="Requests per engine round.")
     parser.add_argument("--engine-rounds", type=int, default=3, help="Interleaved engine rounds.")
     parser.add_argument("--max-tokens", type=int, default=64, help="max_tokens / max_new_tokens.")
+    parser.add_argument(
+        "--engine-concurrency", default="1,8,16,32", help="Streaming clients the engine is measured with."
+    )
+    parser.add_argument(
+        "--engine-llama",
+        default="100m",
+        choices=["100m", "20m", "none"],
+        help="Also measure a Llama of this size built from a config ('none': the demo model only).",
+    )
+    parser.add_argument("--llama-requests", type=int, default=32, help="Requests per Llama configuration.")
+    parser.add_argument("--llama-max-tokens", type=int, default=32, help="max_tokens for the Llama.")
     # 1 by default: the demo model's matrices are tiny, so a second intra-op thread buys little, and
     # on a 2-core box it fights the HTTP client and the event loop for the other core (measured:
     # 2 threads ran 2-4x slower for the first passes and far noisier under a neighbour's load).
@@ -68,6 +79,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.json_requests, args.sse_requests, args.unloaded_requests, args.warmup = 64, 32, 16, 8
         args.engine_requests, args.engine_rounds = 16, 2
+        args.engine_llama, args.llama_requests = "20m", 16
     return args
 
 
@@ -174,10 +186,13 @@ def main(argv: list[str] | None = None) -> int:
                 cache=args.cache.expanduser(),
                 requests=args.engine_requests,
                 rounds=args.engine_rounds,
-                concurrency=args.concurrency,
+                concurrency=[int(n) for n in args.engine_concurrency.split(",")],
                 max_tokens=args.max_tokens,
                 torch_threads=args.torch_threads,
                 progress=progress,
+                llama=None if args.engine_llama == "none" else args.engine_llama,
+                llama_requests=args.llama_requests,
+                llama_max_tokens=args.llama_max_tokens,
             )
     finally:
         if args.keep_workdir:

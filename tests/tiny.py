@@ -56,3 +56,31 @@ def build_tiny_lora(
     torch.manual_seed(seed)
     get_peft_model(model, config).save_pretrained(target)
     return target
+
+
+def reference_greedy(
+    base: Path, adapter: Path | None, messages: list[dict[str, str]], *, max_tokens: int
+) -> str:
+    """Greedy text of one chat request alone, through plain transformers (+ peft for an adapter)."""
+    from transformers import AutoTokenizer
+
+    from stratum.engine.prompting import PromptBuilder
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    prompts = PromptBuilder(tokenizer)
+    model = LlamaForCausalLM.from_pretrained(base).eval()
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).eval()
+    ids = prompts.chat(messages)
+    eos = tokenizer.eos_token_id
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=max_tokens,
+            do_sample=False,
+            pad_token_id=eos,
+        )
+    return str(prompts.decode([t for t in out[0, len(ids) :].tolist() if t != eos]))

@@ -144,6 +144,25 @@ class Settings(BaseSettings):
         description="Folder whose files API keys with kb.write may ingest; unset: platform admins only.",
     )
 
+    # --- jobs (stratum.jobs): queue, scheduler and workers ---
+    worker: bool = Field(default=True, description="`stratum serve` also runs a job worker in-process.")
+    executor: Literal["process"] = Field(
+        default="process", description="How a worker runs jobs: 'process' (a child process per job)."
+    )
+    worker_cpu_threads: int = Field(
+        default=0, ge=0, description="CPU threads a worker offers to jobs; 0: the machine's core count."
+    )
+    worker_memory_mb: int = Field(
+        default=0, ge=0, description="Memory (MB) a worker offers to jobs; 0: 80% of the machine's RAM."
+    )
+    worker_gpus: int = Field(default=0, ge=0, description="GPUs a worker offers to jobs (the GPU pool).")
+    jobs_max_running: int = Field(
+        default=0, ge=0, description="Jobs running at once across all workers; 0: no limit but capacity."
+    )
+    job_lease_seconds: float = Field(
+        default=30.0, gt=0, description="A running job whose worker is silent this long is requeued."
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -160,3 +179,7 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"

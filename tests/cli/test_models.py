@@ -161,7 +161,11 @@ def test_add_adapter_on_a_base(runner: CliRunner, model_dir: Path, tmp_path: Pat
     (adapter / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 2, "lora_alpha": 4}')
     (adapter / "adapter_model.safetensors").write_bytes(b"\0" * 8)
     added = _json(runner, "models", "add", "support-bot", "--adapter", str(adapter), "--base", "qwen-mini@1")
-    assert (added["ref"], added["variant"], added["metadata"]["base"]) == ("support-bot@1", "adapter", "qwen-mini@1")
+    assert (added["ref"], added["variant"], added["metadata"]["base"]) == (
+        "support-bot@1",
+        "adapter",
+        "qwen-mini@1",
+    )
     assert "adapter on qwen-mini@1" in _ok(runner, "models", "add", "support-bot", "--adapter", str(adapter),
                                           "--base", "qwen-mini").stdout  # fmt: skip
     assert "go together" in _one_line_error(

@@ -67,7 +67,9 @@ def registry(db: Database, tmp_path: Path) -> RegistryService:
     return registry
 
 
-def _pool(registry: RegistryService, budget: int | None, **kwargs: Any) -> tuple[ModelPool, list[SizedEngine]]:
+def _pool(
+    registry: RegistryService, budget: int | None, **kwargs: Any
+) -> tuple[ModelPool, list[SizedEngine]]:
     built: list[SizedEngine] = []
 
     def factory(version: ModelVersionPublic) -> SizedEngine:

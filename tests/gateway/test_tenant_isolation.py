@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from fastapi.routing import APIRoute
 
-from stratum.gateway.routes import admin, datasets, guard
+from stratum.gateway.routes import admin, datasets, guard, jobs
 from stratum.gateway.routes.kb import router as kb_router
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from stratum.knowledge.schemas import KbCreate
@@ -22,6 +22,7 @@ BODIES = {
     ("PATCH", "/admin/v1/orgs/{org}/projects/{project}"): {"rpm": 5},
     ("POST", "/admin/v1/orgs/{org}/projects/{project}/keys"): {"role": "developer"},
     ("PUT", "/admin/v1/policies/{name}"): {"name": "r1", "actions": ["chat"]},
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/jobs"): {"kind": "sleep", "config": {"seconds": 0}},
     ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets"): {
         "name": "d",
         "rows": [{"instruction": "问", "output": "答"}],
@@ -40,7 +41,7 @@ BODIES = {
 }
 ADMIN_ROUTES = sorted(
     (method, route.path)
-    for router in (admin.router, datasets.router, guard.router)
+    for router in (admin.router, datasets.router, guard.router, jobs.router)
     for route in router.routes
     if isinstance(route, APIRoute)
     for method in route.methods
@@ -70,7 +71,7 @@ def tenants(gateway: Gateway) -> dict[str, object]:
 
 def _call(gateway: Gateway, method: str, path: str, key: str, **params: str):  # type: ignore[no-untyped-def]
     names = {"org": "org-b", "project": "proj-b", "key_id": "x", "name": "r1", "dataset": "d", "version": "1"}
-    url = path.format(**{**names, **params})
+    url = path.format(**{**names, "job_id": "j", **params})
     body = BODIES.get((method, path))
     return gateway.client.request(method, url, json=body, headers={"authorization": f"Bearer {key}"})
 
@@ -90,6 +91,7 @@ def test_every_admin_route_is_covered() -> None:
         ("PATCH", "/admin/v1/guard/default"),
         ("POST", "/admin/v1/guard/default/words"),
         ("POST", "/admin/v1/guard/scan"),
+        ("GET", "/admin/v1/jobs"),
     }
 
 

@@ -73,7 +73,9 @@ def test_changed_base_checksum_is_refused(
         name="support-bot", source="local", variant="adapter", base="qwen-mini@1", path=adapter_dir
     )
     with db.session() as session:
-        session.execute(update(ModelVersionRow).where(ModelVersionRow.id == base.id).values(checksum="0" * 64))
+        session.execute(
+            update(ModelVersionRow).where(ModelVersionRow.id == base.id).values(checksum="0" * 64)
+        )
     with pytest.raises(Conflict) as refused:
         registry.adapter_base(adapter)
     assert refused.value.code == "adapter_base_mismatch"

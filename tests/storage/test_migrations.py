@@ -58,6 +58,12 @@ TABLES = {
     "kb_bases",
     "kb_documents",
     "kb_chunks",
+    "jobs",
+    "guard_policies",
+    "audit_checkpoints",
+    "datasets",
+    "dataset_versions",
+    "dataset_review_items",
 }
 
 

@@ -245,17 +245,32 @@ def transform(
         list[str] | None,
         typer.Option("--params", help="STEP.NAME=VALUE or a JSON object {STEP: {NAME: VALUE}}; repeatable."),
     ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="backtranslate: the gateway's /v1 URL (key from STRATUM_API_KEY)."),
+    ] = None,
     project: Project = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Apply transform steps; each step makes a new version with a report."""
+    from stratum.cli.chat import default_base_url
     from stratum.data.transforms import TransformService
+    from stratum.engine.upstream import UpstreamEngine
 
     names = [s.strip() for s in step_list.split(",") if s.strip()]
     if not names:
         raise CliError("--steps needs at least one step", exit_code=2)
+    settings = Settings()
+    url = base_url or default_base_url(settings)
+
+    def engine_for(model: str) -> UpstreamEngine:
+        # Through the gateway: any model it serves (embedded or upstream) can paraphrase.
+        return UpstreamEngine(
+            url, model=model, api_key_env="STRATUM_API_KEY", timeout=settings.request_timeout
+        )
+
     with dataset_service() as datasets:
-        made = TransformService(datasets).run(
+        made = TransformService(datasets, engine_for=engine_for).run(
             ref, names, parse_params(params or []), project=project, actor=cli_actor()
         )
     if as_json:

@@ -21,6 +21,12 @@
     stratum deploy …           canary releases with automatic rollback (status, history …)
     stratum ab start|report    A/B tests with sticky assignment and a significance report
     stratum kb …               knowledge bases (create, list, ingest, search, eval, export, import)
+    stratum jobs …             the job queue (submit, list, show, logs, cancel, retry)
+    stratum worker             run a job worker
+    stratum lineage MODEL@V    what produced a version and what it produced
+    stratum deploy …           canary releases with automatic rollback (status, history …)
+    stratum ab start|report    A/B tests with sticky assignment and a significance report
+    stratum data …             datasets: import, versions, transforms, review
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -42,6 +48,7 @@ from stratum.cli import (
     deploy,
     evals,
     guard,
+    jobs,
     kb,
     keys,
     lineage,
@@ -131,6 +138,12 @@ app.command("lineage")(lineage.lineage)
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(deploy.ab_app, name="ab")
 app.add_typer(kb.app, name="kb")
+app.add_typer(jobs.app, name="jobs")
+app.command("worker")(jobs.worker)
+app.command("lineage")(lineage.lineage)
+app.add_typer(deploy.app, name="deploy")
+app.add_typer(deploy.ab_app, name="ab")
+app.add_typer(data.app, name="data")
 
 
 def run() -> None:

@@ -39,11 +39,11 @@ def read_adapter_config(path: Path) -> dict[str, Any]:
         raise InvalidRequest(f"'{path}' is not a LoRA adapter (peft_type {found!r}).", param="path")
     for flag, what in _UNSUPPORTED.items():
         if config.get(flag):
-            raise InvalidRequest(f"adapter '{path}' uses {what}, which the engine does not serve.", param="path")
+            raise InvalidRequest(
+                f"adapter '{path}' uses {what}, which the engine does not serve.", param="path"
+            )
     if config.get("fan_in_fan_out"):
         raise InvalidRequest(f"adapter '{path}' targets Conv1D layers (fan_in_fan_out).", param="path")
     if not any((path / name).is_file() for name in WEIGHTS_FILES):
         raise InvalidRequest(f"'{path}' has no adapter_model.safetensors.", param="path")
     return config
-
-

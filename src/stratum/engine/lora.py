@@ -36,6 +36,7 @@ from stratum.errors import InvalidRequest
 # PEFT saves keys as "base_model.model.<module path>.lora_A.weight" (the adapter name stripped).
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<part>[AB])(?:\.[^.]+)?\.weight$")
 
+
 @dataclass(frozen=True)
 class LoraDelta:
     """One adapter's low-rank update of one linear layer."""

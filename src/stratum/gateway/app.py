@@ -28,6 +28,7 @@ from stratum.gateway.routes import (
     feedback,
     guard,
     health,
+    jobs,
     kb,
     models,
     releases,
@@ -45,6 +46,7 @@ from stratum.governance.rules import PolicyService
 from stratum.governance.service import KeyService
 from stratum.governance.tenancy import TenancyService
 from stratum.governance.usage import UsageService
+from stratum.jobs.service import JobService
 from stratum.knowledge.service import KnowledgeService
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
@@ -98,6 +100,7 @@ def create_app(
             audit_writer=AuditWriter(db),
             **release_services(db, registry),
             knowledge=KnowledgeService(db),
+            jobs=JobService(db, jobs_dir=settings.jobs_dir),
         )
         app.state.stratum = state
         state.preload = await anyio.to_thread.run_sync(register_builtin_models, settings, registry)
@@ -155,6 +158,7 @@ def create_app(
         feedback.router,
         releases.router,
         kb.router,
+        jobs.router,
     ):
         app.include_router(router)
     return app

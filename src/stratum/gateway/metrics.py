@@ -51,20 +51,26 @@ class Metrics:
         )
         self.loaded_models = Gauge("stratum_loaded_models", "Engines held in memory", registry=self.registry)
         # The model cache (gateway/model_cache.py); kind is "model" or "adapter".
+        labels = ["model", "kind"]
         self.cache_loads = Counter(
-            "stratum_model_cache_loads", "Models/adapters loaded (cache misses)", ["model", "kind"],
-            registry=self.registry,
-        )  # fmt: skip
+            "stratum_model_cache_loads", "Models/adapters loaded (misses)", labels, registry=self.registry
+        )
         self.cache_hits = Counter(
-            "stratum_model_cache_hits", "Requests served by an already loaded model/adapter", ["model", "kind"],
+            "stratum_model_cache_hits",
+            "Requests served by a loaded model/adapter",
+            labels,
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.cache_evictions = Counter(
-            "stratum_model_cache_evictions", "Models/adapters evicted to fit the memory budget", ["model", "kind"],
+            "stratum_model_cache_evictions",
+            "Models/adapters evicted to fit the memory budget",
+            labels,
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.cache_bytes = Gauge(
-            "stratum_model_cache_bytes", "Bytes of weights held by loaded models and adapters", registry=self.registry
+            "stratum_model_cache_bytes",
+            "Bytes of weights held by loaded models and adapters",
+            registry=self.registry,
         )
 
     def observe(self, *, endpoint: str, model: str, status: int, seconds: float) -> None:

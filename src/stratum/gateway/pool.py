@@ -93,7 +93,9 @@ class AdapterEngine:
         return None  # the adapter belongs to the base engine; the pool unloads it there
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        return cast(AsyncIterator[GenerationChunk], self.base.generate(replace(request, adapter=self.adapter)))
+        return cast(
+            AsyncIterator[GenerationChunk], self.base.generate(replace(request, adapter=self.adapter))
+        )
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int | None:
         return cast(int | None, self.base.count_prompt_tokens(request))
@@ -213,7 +215,9 @@ class ModelPool:
             log.info("loading adapter", extra={"model": version.ref, "base": base.ref})
             nbytes = await load_adapter(key, Path(version.artifact_uri))
             self._add(
-                CacheEntry(key, "adapter", version, engine, nbytes, pinned=self._pinned(version), base_key=base_key)
+                CacheEntry(
+                    key, "adapter", version, engine, nbytes, pinned=self._pinned(version), base_key=base_key
+                )
             )
             if nbytes > estimate:
                 await self._settle({key, base_key})

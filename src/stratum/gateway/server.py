@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 import uvicorn
 
@@ -13,6 +14,7 @@ from stratum.gateway import logs
 from stratum.gateway.app import create_app
 from stratum.gateway.state import AppState
 from stratum.governance.service import KeyService
+from stratum.jobs.worker import run_worker
 from stratum.settings import Settings
 from stratum.storage.db import Database
 
@@ -79,7 +81,17 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=5,
     )
     server = _Server(config)
-    server.run(sockets=[sock])
+    # The job worker runs beside the gateway (STRATUM_WORKER); each job is a child process of its own.
+    stop_worker = threading.Event()
+    worker = threading.Thread(target=run_worker, args=(settings, stop_worker), name="job-worker", daemon=True)
+    if settings.worker:
+        worker.start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        stop_worker.set()
+        if worker.is_alive():
+            worker.join(timeout=30)
 
 
 def _banner(state: AppState, *, new_key: str | None, configured: bool) -> str:

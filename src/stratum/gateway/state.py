@@ -19,6 +19,7 @@ from stratum.governance.rules import PolicyService
 from stratum.governance.service import KeyService, Principal
 from stratum.governance.tenancy import TenancyService
 from stratum.governance.usage import UsageService
+from stratum.jobs.service import JobService
 from stratum.registry.feedback import FeedbackService
 from stratum.registry.lineage import LineageService
 from stratum.registry.responses import ResponseLog
@@ -42,8 +43,7 @@ class AppState:
     usage: UsageService
     audit: AuditService
     prices: PriceService
-    guard: GuardService
-    audit_writer: AuditWriter
+    jobs: JobService
     # Releases: lineage, feedback, deployments (see create_app).
     responses: ResponseLog
     feedback: FeedbackService
@@ -51,6 +51,8 @@ class AppState:
     deployments: DeploymentService
     router: DeploymentRouter
     canary: CanaryController
+    guard: GuardService
+    audit_writer: AuditWriter
     metrics: Metrics = field(default_factory=Metrics)
     # Served names to preload at start; /readyz is green once they are loaded.
     preload: list[str] = field(default_factory=list)

@@ -179,7 +179,9 @@ class RegistryService:
                 param="base",
             )
         if kind != "chat" or source != "local":
-            raise InvalidRequest("An adapter is a local chat model (kind 'chat', source 'local').", param="kind")
+            raise InvalidRequest(
+                "An adapter is a local chat model (kind 'chat', source 'local').", param="kind"
+            )
         if metadata is not None:
             try:
                 json.dumps(metadata)
@@ -226,7 +228,8 @@ class RegistryService:
         recorded = adapter.metadata.get("base_checksum")
         if recorded != base.checksum:
             raise Conflict(
-                f"Adapter '{adapter.ref}' was registered on '{base.ref}' with checksum {str(recorded)[:12]}…, "
+                f"Adapter '{adapter.ref}' was registered on '{base.ref}' "
+                f"with checksum {str(recorded)[:12]}…, "
                 f"but '{base.ref}' now has checksum {str(base.checksum)[:12]}…; refusing to serve it on "
                 "other weights. Register the adapter again on the right base.",
                 param="model",

@@ -6,6 +6,7 @@
     sensitive  drop or mask rows with listed words
     split      train / validation / test with a fixed seed
     augment    synonym replacement (Chinese, English), variants marked synthetic
+    backtranslate  paraphrases through a served model (engine interface), marked synthetic
     pii        mask (or drop rows with) personal data, with the governance PII detectors
 
 ``TransformService.run(ref, steps, params)`` applies the steps in order; every step's output is
@@ -15,12 +16,15 @@ params}), so each intermediate result stays addressable and reproducible.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from stratum.data.schemas import DatasetVersion, Transform
 from stratum.data.service import DatasetService
-from stratum.data.transforms import augment, clean, dedup, filters, pii, split
-from stratum.data.transforms.base import Step, merged_params
+from stratum.data.transforms import augment, backtranslate, clean, dedup, filters, pii, split
+from stratum.data.transforms.base import Step, StepFn, merged_params
+from stratum.engine.base import TextEngine
 from stratum.errors import InvalidRequest
 
 STEPS: dict[str, Step] = {
@@ -33,6 +37,7 @@ STEPS: dict[str, Step] = {
         pii.STEP,
         split.STEP,
         augment.STEP,
+        backtranslate.STEP,
     )
 }
 
@@ -44,8 +49,21 @@ def available_steps() -> dict[str, Step]:
 class TransformService:
     """Serves: the CLI (``stratum data transform``) and the admin API (POST …/transform)."""
 
-    def __init__(self, datasets: DatasetService) -> None:
+    def __init__(
+        self, datasets: DatasetService, *, engine_for: Callable[[str], TextEngine] | None = None
+    ) -> None:
+        """``engine_for(model)`` gives the engine steps that call a model use (``backtranslate``)."""
         self.datasets = datasets
+        self.engine_for = engine_for
+
+    def _apply_fn(self, step: Step, params: dict[str, Any]) -> StepFn:
+        if step.name != backtranslate.STEP.name:
+            return step.apply
+        if self.engine_for is None:
+            return step.apply  # refuses with a message
+        if not params.get("model"):
+            raise InvalidRequest("backtranslate needs model=NAME (a served model)", param="params")
+        return partial(backtranslate.apply_with, self.engine_for(str(params["model"])))
 
     def run(
         self,
@@ -66,7 +84,7 @@ class TransformService:
         rows = self.datasets.load_rows(current)
         made: list[DatasetVersion] = []
         for step, step_params in resolved:
-            rows, report = step.apply(rows, current.format, step_params)
+            rows, report = self._apply_fn(step, step_params)(rows, current.format, step_params)
             if not rows:
                 raise InvalidRequest(
                     f"step {step.name!r} would leave {current.ref} with no rows; nothing was saved after "

@@ -1,0 +1,151 @@
+"""``JobService``: what users do with jobs — submit, list, show, cancel, retry, read logs.
+
+Serves the CLI (``stratum jobs …``) and the admin API (``/admin/v1/…/jobs``). Running jobs is the
+scheduler's and the workers' business (``scheduler.py``, ``worker.py``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+from stratum.errors import Conflict, InvalidRequest
+from stratum.governance.tenancy import find_project
+from stratum.jobs import kinds as job_kinds
+from stratum.jobs import repo
+from stratum.jobs.schemas import FINISHED, JOB_STATUSES, JobLogs, JobPublic, JobSubmit
+from stratum.jobs.tables import JobRow
+from stratum.storage import Database, utcnow
+
+# A log read returns at most this much (the CLI and API page through bigger logs with the offset).
+MAX_LOG_BYTES = 1024 * 1024
+
+
+def job_dir(jobs_dir: Path, job_id: str) -> Path:
+    """Where a job keeps its log, checkpoints and outputs: ``$STRATUM_HOME/jobs/<id>``."""
+    return jobs_dir / job_id
+
+
+def log_path(jobs_dir: Path, job_id: str) -> Path:
+    return job_dir(jobs_dir, job_id) / "job.log"
+
+
+class JobService:
+    def __init__(
+        self, db: Database, *, jobs_dir: Path, kinds: Mapping[str, job_kinds.JobKind] | None = None
+    ) -> None:
+        self._db = db
+        self.jobs_dir = jobs_dir
+        self.kinds = dict(job_kinds.BUILTIN_KINDS if kinds is None else kinds)
+
+    def submit(self, spec: JobSubmit, *, project: str | None = None, actor: str = "system") -> JobPublic:
+        """Validate ``spec.config`` with its kind and queue the job (in ``project``, ORG/PROJECT)."""
+        config = job_kinds.validate(self.kinds, spec.kind, spec.config)
+        job_id = secrets.token_hex(8)
+        with self._db.session() as session:
+            project_id = find_project(session, project)[1].id if project else None
+            session.add(
+                JobRow(
+                    id=job_id,
+                    project_id=project_id,
+                    kind=spec.kind,
+                    name=spec.name,
+                    status="queued",
+                    priority=spec.priority,
+                    config=config,
+                    cpu_threads=spec.resources.cpu_threads,
+                    memory_mb=spec.resources.memory_mb,
+                    gpus=spec.resources.gpus,
+                    attempts=0,
+                    max_attempts=spec.max_attempts,
+                    cancel_requested=False,
+                    progress={},
+                    metrics={},
+                    result={},
+                    created_by=actor,
+                    created_at=utcnow(),
+                )
+            )
+            session.flush()
+            return repo.get_public(session, job_id)
+
+    def get(self, job_id: str) -> JobPublic:
+        with self._db.session(write=False) as session:
+            return repo.get_public(session, job_id)
+
+    def list_jobs(
+        self,
+        *,
+        project: str | None = None,
+        project_id: str | None = None,
+        org_id: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int = 100,
+    ) -> list[JobPublic]:
+        """Newest first, optionally of one project (path or id), org, status or kind."""
+        if status is not None and status not in JOB_STATUSES:
+            raise InvalidRequest(
+                f"status must be one of {', '.join(JOB_STATUSES)}, got {status!r}", param="status"
+            )
+        with self._db.session(write=False) as session:
+            if project is not None:
+                project_id = find_project(session, project)[1].id
+            return repo.list_public(
+                session, project_id=project_id, org_id=org_id, status=status, kind=kind, limit=limit
+            )
+
+    def cancel(self, job_id: str) -> JobPublic:
+        """A queued job is cancelled at once; a running one when its worker sees the request
+        (within a second): the worker stops its process and marks it cancelled."""
+        with self._db.session() as session:
+            row = repo.locked(session, job_id)
+            if row.status in FINISHED:
+                raise Conflict(f"job {job_id} is already {row.status}", param="job_id")
+            row.cancel_requested = True
+            if row.status == "queued":
+                row.status = "cancelled"
+                row.finished_at = utcnow()
+            session.flush()
+            return repo.get_public(session, job_id)
+
+    def retry(self, job_id: str) -> JobPublic:
+        """Queue a failed or cancelled job again, with one more attempt allowed. A training job
+        resumes from its last checkpoint (its directory is kept)."""
+        with self._db.session() as session:
+            row = repo.locked(session, job_id)
+            if row.status not in ("failed", "cancelled"):
+                raise Conflict(
+                    f"only failed or cancelled jobs can be retried; job {job_id} is {row.status}",
+                    param="job_id",
+                )
+            row.status = "queued"
+            row.cancel_requested = False
+            row.worker_id = None
+            row.lease_expires_at = None
+            row.finished_at = None
+            row.max_attempts = max(row.max_attempts, row.attempts + 1)
+            session.flush()
+            return repo.get_public(session, job_id)
+
+    def logs(self, job_id: str, *, offset: int = 0, tail: int | None = None) -> JobLogs:
+        """The job's log from byte ``offset`` (or its last ``tail`` lines), as UTF-8 text."""
+        self.get(job_id)  # 404 for an unknown job, not an empty log
+        path = log_path(self.jobs_dir, job_id)
+        if not path.exists():
+            return JobLogs(id=job_id, text="", offset=0)
+        with path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            if tail is not None:
+                start = max(0, size - MAX_LOG_BYTES)
+                handle.seek(start)
+                lines = handle.read().decode("utf-8", errors="replace").splitlines(keepends=True)
+                return JobLogs(id=job_id, text="".join(lines[-tail:] if tail else []), offset=size)
+            start = min(max(offset, 0), size)
+            handle.seek(start)
+            data = handle.read(MAX_LOG_BYTES)
+        # Cut at the last complete line so a multi-byte character is never split across reads.
+        if start + len(data) < size and b"\n" in data:
+            data = data[: data.rindex(b"\n") + 1]
+        return JobLogs(id=job_id, text=data.decode("utf-8", errors="replace"), offset=start + len(data))
