@@ -197,11 +197,34 @@ def _governed_key(stratum: str, *, home: Path, workdir: Path, logs: Path) -> str
     def cli(*args: str) -> None:
         run_checked([stratum, *args], env=env, cwd=workdir, log_path=logs / "governed-setup.log")
 
+    # The admin key's requests use the platform default policy: all off, so the "gateway" target is
+    # the gateway without governance and "governed" carries all of it.
+    allow = [f"{t}=allow" for t in ("id_card", "phone", "bank_card", "email", "ipv4", "passport")]
+    cli(
+        "guard",
+        "set",
+        *[f"--prompt={a}" for a in allow],
+        *[f"--response={a}" for a in allow],
+        "--injection=off",
+    )
     cli("orgs", "create", "bench")
     cli("projects", "create", "bench/governed", *_GOVERNED_LIMITS)
     words = workdir / "sensitive-words.txt"
     words.write_text("\n".join(f"敏感词{i}" for i in range(_GOVERNED_WORDS)), encoding="utf-8")
     cli("guard", "words", "--project", "bench/governed", "--add-file", str(words))
+    # The project's own policy: the defaults (PII masked both ways, injection flagged).
+    cli(
+        "guard",
+        "set",
+        "--project",
+        "bench/governed",
+        "--injection=flag",
+        *[
+            f"--{side}={t}=mask"
+            for side in ("prompt", "response")
+            for t in ("id_card", "phone", "bank_card", "passport")
+        ],
+    )
     created = subprocess.run(
         [stratum, "keys", "create", "bench/governed", "--role", "developer", "--json"],
         env=env,
