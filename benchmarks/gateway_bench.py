@@ -4,6 +4,13 @@ Both targets run for the whole benchmark and are measured alternately in ABBA or
 gateway, gateway, direct, ...), so a neighbour's load that comes and goes lands on both about
 equally. The same client, body, headers, concurrency and request count are used for both.
 
+A third target, ``governed``, is the same gateway called with a project key instead of the admin
+key: the project has rpm/tpm/token-budget limits (set high enough never to refuse) and the content
+guard on (default policy: PII masking of prompts and streamed responses, injection flagged, plus a
+list of sensitive words), so ``governed - gateway`` is what governance adds per request: key lookup
+by project, quota reservation and settlement at three levels, the guard on the prompt and the
+response, and the usage/audit record.
+
 Besides the loaded modes (16 concurrent clients, JSON and SSE) one unloaded mode sends JSON requests
 one at a time: there the added latency is the gateway's own per-request work, while under load it
 also contains the time requests wait for the gateway's single event loop.
@@ -12,7 +19,9 @@ also contains the time requests wait for the gateway's single event loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,7 +35,11 @@ from processes import Progress, cpu_seconds, free_port, run_checked, running, st
 from stats import ms, p50_p99, ratio
 
 HERE = Path(__file__).resolve().parent
-TARGETS = ("direct", "gateway")
+TARGETS = ("direct", "gateway", "governed")
+# Limits on the governed project: present (so every level is checked and counted), never reached.
+_GOVERNED_LIMITS = ("--rpm", "100000000", "--tpm", "1000000000", "--token-budget", "1000000000000")
+# Sensitive words on the governed project: the automaton scans every prompt for them.
+_GOVERNED_WORDS = 200
 
 
 @dataclass(frozen=True)
@@ -150,15 +163,23 @@ def run_gateway_bench(
             name="stratum gateway",
             progress=progress,
         ) as gateway:
+            project_key = _governed_key(stratum, home=home, workdir=workdir, logs=logs)
+            gateway_url = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
             urls = {
                 "direct": f"http://127.0.0.1:{mock_port}/v1/chat/completions",
-                "gateway": f"http://127.0.0.1:{gateway_port}/v1/chat/completions",
+                "gateway": gateway_url,
+                "governed": gateway_url,
             }
+            admin = {"authorization": f"Bearer {admin_key}"}
             phases = asyncio.run(
                 _measure(
                     modes,
                     urls=urls,
-                    headers={"authorization": f"Bearer {admin_key}"},
+                    headers={
+                        "direct": admin,
+                        "gateway": admin,
+                        "governed": {"authorization": f"Bearer {project_key}"},
+                    },
                     pids={"mock": mock.pid, "gateway": gateway.pid},
                     warmup=warmup,
                     rounds=rounds,
@@ -168,11 +189,59 @@ def run_gateway_bench(
     return _report(modes, phases, rounds=rounds, warmup=warmup)
 
 
+def _governed_key(stratum: str, *, home: Path, workdir: Path, logs: Path) -> str:
+    """A project key on a project with limits and the content guard (written into the store the
+    running gateway reads)."""
+    env = stratum_env(home)
+
+    def cli(*args: str) -> None:
+        run_checked([stratum, *args], env=env, cwd=workdir, log_path=logs / "governed-setup.log")
+
+    # The admin key's requests use the platform default policy: all off, so the "gateway" target is
+    # the gateway without governance and "governed" carries all of it.
+    allow = [f"{t}=allow" for t in ("id_card", "phone", "bank_card", "email", "ipv4", "passport")]
+    cli(
+        "guard",
+        "set",
+        *[f"--prompt={a}" for a in allow],
+        *[f"--response={a}" for a in allow],
+        "--injection=off",
+    )
+    cli("orgs", "create", "bench")
+    cli("projects", "create", "bench/governed", *_GOVERNED_LIMITS)
+    words = workdir / "sensitive-words.txt"
+    words.write_text("\n".join(f"敏感词{i}" for i in range(_GOVERNED_WORDS)), encoding="utf-8")
+    cli("guard", "words", "--project", "bench/governed", "--add-file", str(words))
+    # The project's own policy: the defaults (PII masked both ways, injection flagged).
+    cli(
+        "guard",
+        "set",
+        "--project",
+        "bench/governed",
+        "--injection=flag",
+        *[
+            f"--{side}={t}=mask"
+            for side in ("prompt", "response")
+            for t in ("id_card", "phone", "bank_card", "passport")
+        ],
+    )
+    created = subprocess.run(
+        [stratum, "keys", "create", "bench/governed", "--role", "developer", "--json"],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return str(json.loads(created.stdout)["key"])
+
+
 async def _measure(
     modes: list[Mode],
     *,
     urls: dict[str, str],
-    headers: dict[str, str],
+    headers: dict[str, dict[str, str]],
     pids: dict[str, int],
     warmup: int,
     rounds: int,
@@ -185,7 +254,7 @@ async def _measure(
         body = _body(mode.stream)
 
         async def send(client: httpx.AsyncClient, index: int) -> Sample:
-            return await post(client, urls[target], body, headers, index)
+            return await post(client, urls[target], body, headers[target], index)
 
         return send
 
@@ -251,11 +320,26 @@ def _report(
                 "gateway_cpu_ms_per_request": gateway["cpu_ms_per_request"]["gateway"],
             }
         )
+    governance = []
+    for mode in modes:
+        plain, governed = phases[mode.name, "gateway"].summary(), phases[mode.name, "governed"].summary()
+        governance.append(
+            {
+                "mode": mode.name,
+                "concurrency": mode.concurrency,
+                "added_p50_s": governed["latency_p50_s"] - plain["latency_p50_s"],
+                "added_p99_s": governed["latency_p99_s"] - plain["latency_p99_s"],
+                "throughput_ratio": ratio(governed["requests_per_s"], plain["requests_per_s"]),
+                "added_cpu_ms_per_request": governed["cpu_ms_per_request"]["gateway"]
+                - plain["cpu_ms_per_request"]["gateway"],
+            }
+        )
     return {
         "rounds": rounds,
         "warmup_per_target_and_mode": warmup,
         "phases": summaries,
         "overhead": overhead,
+        "governance": governance,
     }
 
 
@@ -286,5 +370,18 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {o['mode']} | {o['concurrency']} | {ms(o['added_p50_s'])} | {ms(o['added_p99_s'])} | "
             f"{o['throughput_ratio']:.2f}x | {o['gateway_cpu_ms_per_request']:.2f} |"
+        )
+    lines += [
+        "",
+        "Governance (project key with rpm/tpm/budget at three levels + content guard + audit, "
+        "vs. the same gateway with the admin key):",
+        "",
+        "| mode | clients | added p50 ms | added p99 ms | throughput governed/admin | added CPU ms/req |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    for g in report.get("governance", []):
+        lines.append(
+            f"| {g['mode']} | {g['concurrency']} | {ms(g['added_p50_s'])} | {ms(g['added_p99_s'])} | "
+            f"{g['throughput_ratio']:.2f}x | {g['added_cpu_ms_per_request']:.2f} |"
         )
     return "\n".join(lines)

@@ -9,6 +9,8 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from stratum.cli.main import app
+from stratum.governance.audit import entry_hash
+from stratum.governance.tables import AuditRow
 from stratum.settings import Settings
 from stratum.storage import Database
 
@@ -22,7 +24,13 @@ def _json(runner: CliRunner, *args: str, exit_code: int = 0) -> Any:
 def test_verify_and_list_then_detect_tampering(runner: CliRunner) -> None:
     _json(runner, "orgs", "create", "研发")
     _json(runner, "projects", "create", "研发/客服", "--token-budget", "1000")
-    assert _json(runner, "audit", "verify") == {"ok": True, "count": 2, "broken_id": None, "reason": None}
+    assert _json(runner, "audit", "verify") == {
+        "ok": True,
+        "count": 2,
+        "broken_id": None,
+        "reason": None,
+        "checkpoint_id": None,
+    }
     plain = runner.invoke(app, ["audit", "verify"])
     assert plain.exit_code == 0 and "OK: 2 audit entries" in plain.output
     entries = _json(runner, "audit", "list", "--since", "1d")
@@ -86,3 +94,27 @@ def test_prices_and_usage_cost_csv(runner: CliRunner) -> None:
     table = runner.invoke(app, ["usage", "研发/客服", "--by", "day"])
     assert "1.500000" in table.output
     assert [e["action"] for e in _json(runner, "audit", "list")][-1] == "price.set"
+
+
+def test_prune_keeps_verify_working(runner: CliRunner) -> None:
+    _json(runner, "orgs", "create", "旧组织")
+    with Database(Settings().resolved_database_url) as db, db.session() as session:
+        # Age the first entry by a year and re-hash it, as if it had been written then.
+        row = session.get(AuditRow, 1)
+        assert row is not None
+        row.at = row.at.replace(year=row.at.year - 1)
+        row.hash = entry_hash(row)
+    _json(runner, "orgs", "create", "新组织")
+    pruned = _json(runner, "audit", "prune", "--older-than", "30")
+    assert pruned["pruned"] == 1 and pruned["through_id"] == 1
+    verified = _json(runner, "audit", "verify")
+    assert verified["ok"] is True and verified["checkpoint_id"] == 1 and verified["count"] == 2
+    plain = runner.invoke(app, ["audit", "verify"])
+    assert plain.exit_code == 0 and "since the prune checkpoint at entry 1" in plain.output
+    assert [e["action"] for e in _json(runner, "audit", "list")] == ["audit.prune", "org.create"]
+
+
+def test_prune_needs_a_retention(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["audit", "prune"])
+    assert result.exit_code == 2 and "--older-than" in result.output
+    assert _json(runner, "audit", "prune", "--older-than", "30")["pruned"] == 0

@@ -24,6 +24,7 @@ Luhn check and a card-network first digit; mobile numbers a 1[3-9] prefix and no
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -111,6 +112,9 @@ _PASSPORT_CONTEXT_RE = re.compile(
     r"(?P<number>(?<![0-9A-Za-z])[A-Z]{0,2}\d{6,9}(?![0-9A-Za-z]))",
     re.IGNORECASE,
 )
+
+
+_ANY_DIGIT_OR_AT = re.compile(r"[\d@]")
 
 
 def _birth_date_ok(digits: str) -> bool:
@@ -215,17 +219,27 @@ def find_pii(text: str, types: Collection[str] | None = None) -> list[Entity]:
     ``PII_TYPES`` (an email ``13812345678@163.com`` is an email, not a phone).
     """
     wanted = check_types(types)
+    # Every entity holds a digit or an "@": prose without either is done in one cheap pass.
+    if not _ANY_DIGIT_OR_AT.search(text):
+        return []
     candidates: list[tuple[int, int, int, str]] = []
     for rank, kind in enumerate(wanted):
         for start, end in _DETECTORS[kind](text):
             candidates.append((start, end, rank, kind))
     # Longest first, then priority; keep each candidate that overlaps nothing kept so far.
     candidates.sort(key=lambda c: (-(c[1] - c[0]), c[2], c[0]))
+    # Kept spans never overlap, so sorted by start they are also sorted by end: one bisect finds
+    # the only neighbours a candidate could overlap.
+    starts: list[int] = []
     kept: list[tuple[int, int, str]] = []
     for start, end, _, kind in candidates:
-        if all(end <= s or start >= e for s, e, _ in kept):
-            kept.append((start, end, kind))
-    kept.sort()
+        at = bisect.bisect_right(starts, start)
+        if at > 0 and kept[at - 1][1] > start:
+            continue
+        if at < len(kept) and kept[at][0] < end:
+            continue
+        starts.insert(at, start)
+        kept.insert(at, (start, end, kind))
     return [Entity(type=kind, start=start, end=end, text=text[start:end]) for start, end, kind in kept]
 
 

@@ -4,7 +4,7 @@ Default for a new project (``GuardPolicy()``), chosen to protect without breakin
 
     prompt and response PII   id_card, bank_card, passport, phone: mask; email, ipv4: allow
                               (addresses and IPs are routine in support and ops prompts)
-    sensitive words           none listed; a listed word blocks the prompt and is masked in responses
+    sensitive words           none listed; a listed word in a prompt blocks it (responses: not checked)
     prompt injection          flag (recorded in the audit log) at score >= 0.7, not blocked:
                               a heuristic should not refuse paying users until an operator opts in
 

@@ -209,9 +209,9 @@ class GuardService:
             row = self._row(session, scope)
             current = _policy(row).model_dump()
             change = update.model_dump(exclude_none=True)
-            for section in ("prompt_pii", "response_pii"):
-                if section in change:
-                    current[section] = {**current[section], **change.pop(section)}
+            for name in ("prompt_pii", "response_pii"):
+                if name in change:
+                    current[name] = {**current[name], **change.pop(name)}
             current.update(change)
             policy = GuardPolicy.model_validate(current)
             row.policy = policy.model_dump()
