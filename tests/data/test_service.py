@@ -188,3 +188,18 @@ def test_diff_and_export(datasets: DatasetService, write_jsonl: WriteJsonl, tmp_
     lines = (tmp_path / "out" / "sft.jsonl").read_text(encoding="utf-8").splitlines()
     assert json.loads(lines[1])["input"] == "北京是中国的首都，有三千多年的历史。"
     assert "北京" in lines[1]  # not \\u-escaped
+
+
+def test_every_version_is_audited(db: Database, datasets: DatasetService, write_jsonl: WriteJsonl) -> None:
+    from stratum.governance.audit import AuditService
+
+    tenancy = TenancyService(db)
+    org = tenancy.create_org(OrgCreate(name="acme"))
+    tenancy.create_project("acme", ProjectCreate(name="bot"))
+    datasets.import_file(
+        write_jsonl("a.jsonl", CHINESE_SFT), name="sft", project="acme/bot", actor="cli:张三"
+    )
+    audit = AuditService(db)
+    entries = [e for e in audit.list_entries(org_id=org.id) if e.action == "dataset.version"]
+    assert [(e.actor, e.target) for e in entries] == [("cli:张三", "acme/bot/sft@1")]
+    assert entries[0].detail["rows"] == 3 and audit.verify().ok

@@ -34,6 +34,7 @@ from stratum.data.schemas import (
 from stratum.data.store import ObjectStore, content_hash, from_table, to_table
 from stratum.data.tables import DatasetRow, DatasetVersionRow
 from stratum.errors import InvalidRequest, NotFound
+from stratum.governance import audit
 from stratum.governance.tables import OrgRow, ProjectRow
 from stratum.governance.tenancy import find_project
 from stratum.settings import Settings
@@ -369,6 +370,16 @@ class DatasetService:
                 public = self._public_version(session, row, dataset, project)
                 if public.parent is not None:
                     record_lineage(session, public, actor=actor)
+                org_id = session.get(ProjectRow, project_id).org_id if project_id else None  # type: ignore[union-attr]
+                audit.append(
+                    session,
+                    actor=actor,
+                    action="dataset.version",
+                    target=public.ref,
+                    org_id=org_id,
+                    project_id=project_id,
+                    detail={"transform": transform.name, "rows": len(rows), "content_hash": digest},
+                )
                 return public
         except BaseException:
             if not existed and not self._hash_in_use(digest):
