@@ -23,7 +23,7 @@ def test_import_detects_instruction_and_round_trips_chinese(
 ) -> None:
     version = datasets.import_file(write_jsonl("中文指令.jsonl", CHINESE_SFT))
     assert version.dataset == "中文指令" and version.ref == "中文指令@1" and version.number == 1
-    assert version.format == "instruction" and version.rows == 3 and version.parent is None
+    assert version.format == "instruction" and version.row_count == 3 and version.parent is None
     assert version.transform == Transform(
         name="import", params={"source": "中文指令.jsonl", "format": "auto"}
     )
@@ -71,8 +71,13 @@ def test_bad_rows_name_line_and_field(datasets: DatasetService, write_jsonl: Wri
     with pytest.raises(NotFound):
         datasets.get("bad")  # nothing was written
     kept = datasets.import_file(path, skip_invalid=True)
-    assert kept.rows == 1 and kept.report["dropped"] == {"invalid": 3}
+    assert kept.row_count == 1 and kept.report["dropped"] == {"invalid": 3}
     assert "line 2, field 'output': missing" in kept.report["details"]["errors"]
+    assert kept.report["examples"][0] == {
+        "index": 2,
+        "reason": "invalid",
+        "text": "line 2, field 'output': missing",
+    }
 
 
 def test_chat_validation_names_the_message(datasets: DatasetService, write_jsonl: WriteJsonl) -> None:
