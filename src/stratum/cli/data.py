@@ -269,9 +269,16 @@ def transform(
             url, model=model, api_key_env="STRATUM_API_KEY", timeout=settings.request_timeout
         )
 
-    with dataset_service() as datasets:
+    from rich.console import Console
+
+    with dataset_service() as datasets, Console(stderr=True).status("transforming") as status:
         made = TransformService(datasets, engine_for=engine_for).run(
-            ref, names, parse_params(params or []), project=project, actor=cli_actor()
+            ref,
+            names,
+            parse_params(params or []),
+            project=project,
+            actor=cli_actor(),
+            on_step=lambda i, n, name: status.update(f"step {i}/{n}: {name}"),
         )
     if as_json:
         print_json([v.model_dump(mode="json") for v in made])
