@@ -107,7 +107,7 @@ def test_label_and_scripted_review(runner: CliRunner, tmp_path: Path) -> None:
     assert partial == {"decided": 1, "pending": 1, "version": None}
     decisions.write_text(json.dumps({"row_index": 2, "decision": "reject"}), encoding="utf-8")
     done = _json(runner, "data", "review", "faq@2", "--decisions", str(decisions))
-    assert done["pending"] == 0 and done["version"]["ref"] == "faq@3" and done["version"]["rows"] == 2
+    assert done["pending"] == 0 and done["version"]["ref"] == "faq@3" and done["version"]["row_count"] == 2
     exported = tmp_path / "out.jsonl"
     _json(runner, "data", "export", "faq@3", str(exported))
     rows = [json.loads(line) for line in exported.read_text(encoding="utf-8").splitlines()]
@@ -128,7 +128,7 @@ def test_interactive_review(runner: CliRunner, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "2 decisions recorded, 0 rows still pending" in result.stdout
     final = _json(runner, "data", "show", "faq@3")
-    assert final["rows"] == 1 and final["report"]["dropped"] == {"rejected": 1}
+    assert final["row_count"] == 1 and final["report"]["dropped"] == {"rejected": 1}
 
 
 def test_llm_labeller_and_backtranslate_through_an_openai_server(
@@ -149,6 +149,6 @@ def test_llm_labeller_and_backtranslate_through_an_openai_server(
         "--params", "backtranslate.model=fake", "--base-url", fake_openai.url,
     )  # fmt: skip
     rows = _json(runner, "data", "show", made[0]["ref"])
-    assert rows["rows"] == 4 and rows["report"]["added"] == 2
+    assert rows["row_count"] == 4 and rows["report"]["added"] == 2
     streamed = fake_openai.requests[-1]
     assert streamed["stream"] is True and streamed["temperature"] == 0.0

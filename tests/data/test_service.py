@@ -23,7 +23,7 @@ def test_import_detects_instruction_and_round_trips_chinese(
 ) -> None:
     version = datasets.import_file(write_jsonl("中文指令.jsonl", CHINESE_SFT))
     assert version.dataset == "中文指令" and version.ref == "中文指令@1" and version.number == 1
-    assert version.format == "instruction" and version.rows == 3 and version.parent is None
+    assert version.format == "instruction" and version.row_count == 3 and version.parent is None
     assert version.transform == Transform(
         name="import", params={"source": "中文指令.jsonl", "format": "auto"}
     )
@@ -71,8 +71,13 @@ def test_bad_rows_name_line_and_field(datasets: DatasetService, write_jsonl: Wri
     with pytest.raises(NotFound):
         datasets.get("bad")  # nothing was written
     kept = datasets.import_file(path, skip_invalid=True)
-    assert kept.rows == 1 and kept.report["dropped"] == {"invalid": 3}
+    assert kept.row_count == 1 and kept.report["dropped"] == {"invalid": 3}
     assert "line 2, field 'output': missing" in kept.report["details"]["errors"]
+    assert kept.report["examples"][0] == {
+        "index": 2,
+        "reason": "invalid",
+        "text": "line 2, field 'output': missing",
+    }
 
 
 def test_chat_validation_names_the_message(datasets: DatasetService, write_jsonl: WriteJsonl) -> None:
@@ -188,3 +193,18 @@ def test_diff_and_export(datasets: DatasetService, write_jsonl: WriteJsonl, tmp_
     lines = (tmp_path / "out" / "sft.jsonl").read_text(encoding="utf-8").splitlines()
     assert json.loads(lines[1])["input"] == "北京是中国的首都，有三千多年的历史。"
     assert "北京" in lines[1]  # not \\u-escaped
+
+
+def test_every_version_is_audited(db: Database, datasets: DatasetService, write_jsonl: WriteJsonl) -> None:
+    from stratum.governance.audit import AuditService
+
+    tenancy = TenancyService(db)
+    org = tenancy.create_org(OrgCreate(name="acme"))
+    tenancy.create_project("acme", ProjectCreate(name="bot"))
+    datasets.import_file(
+        write_jsonl("a.jsonl", CHINESE_SFT), name="sft", project="acme/bot", actor="cli:张三"
+    )
+    audit = AuditService(db)
+    entries = [e for e in audit.list_entries(org_id=org.id) if e.action == "dataset.version"]
+    assert [(e.actor, e.target) for e in entries] == [("cli:张三", "acme/bot/sft@1")]
+    assert entries[0].detail["rows"] == 3 and audit.verify().ok

@@ -67,13 +67,13 @@ def test_import_clean_dedup_diff_export(tmp_path: Path) -> None:
     imported = _stratum(home, "data", "import", str(source), "--name", "翻译", "--skip-invalid", "--json")
     assert imported.returncode == 0, imported.stderr
     first = json.loads(imported.stdout)
-    assert (first["ref"], first["rows"], first["report"]["dropped"]) == ("翻译@1", 5, {"invalid": 1})
+    assert (first["ref"], first["row_count"], first["report"]["dropped"]) == ("翻译@1", 5, {"invalid": 1})
 
     made = _stratum(home, "data", "transform", "翻译@1", "--steps", "clean,dedup", "--json")
     assert made.returncode == 0, made.stderr
     clean, dedup = json.loads(made.stdout)
     assert (clean["ref"], clean["parent"], clean["report"]["changed"]) == ("翻译@2", "翻译@1", 2)
-    assert (dedup["ref"], dedup["parent"], dedup["rows"]) == ("翻译@3", "翻译@2", 4)
+    assert (dedup["ref"], dedup["parent"], dedup["row_count"]) == ("翻译@3", "翻译@2", 4)
     assert dedup["report"]["dropped"] == {"exact_duplicate": 1}
     assert dedup["report"]["examples"][0]["reason"] == "exact_duplicate: of row 0"
 

@@ -75,7 +75,9 @@ def test_import_transform_diff_review(gateway: Gateway, developer: dict[str, str
     assert committed.status_code == 201
     body = committed.json()
     assert (
-        body["ref"] == "acme/bot/faq@4" and body["rows"] == 2 and body["report"]["dropped"] == {"rejected": 1}
+        body["ref"] == "acme/bot/faq@4"
+        and body["row_count"] == 2
+        and body["report"]["dropped"] == {"rejected": 1}
     )
     final = client.get(f"{BASE}/faq/versions/4/rows", headers=developer).json()["rows"]
     assert final[1] == {

@@ -53,7 +53,7 @@ def print_version(version: DatasetVersion, *, title: str) -> None:
     fields: dict[str, Any] = {
         "ref": version.ref,
         "format": version.format,
-        "rows": version.rows,
+        "rows": version.row_count,
         "parent": version.parent,
         "transform": f"{version.transform.name} {json.dumps(version.transform.params, ensure_ascii=False)}",
         "rows in → out": f"{report.get('rows_in')} → {report.get('rows_out')}",
@@ -137,7 +137,7 @@ def show(ref: Ref, project: Project = None, as_json: JsonFlag = False) -> None:
     rows = [
         {
             "version": v.number,
-            "rows": v.rows,
+            "rows": v.row_count,
             "transform": v.transform.name,
             "parent": v.parent,
             "dropped": sum(v.report.get("dropped", {}).values()) or None,
@@ -269,9 +269,16 @@ def transform(
             url, model=model, api_key_env="STRATUM_API_KEY", timeout=settings.request_timeout
         )
 
-    with dataset_service() as datasets:
+    from rich.console import Console
+
+    with dataset_service() as datasets, Console(stderr=True).status("transforming") as status:
         made = TransformService(datasets, engine_for=engine_for).run(
-            ref, names, parse_params(params or []), project=project, actor=cli_actor()
+            ref,
+            names,
+            parse_params(params or []),
+            project=project,
+            actor=cli_actor(),
+            on_step=lambda i, n, name: status.update(f"step {i}/{n}: {name}"),
         )
     if as_json:
         print_json([v.model_dump(mode="json") for v in made])

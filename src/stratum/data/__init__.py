@@ -11,10 +11,12 @@ For other domains (jobs, training, evals) the whole API is ``DatasetService``::
     version.format        # "chat" | "instruction" | "preference"
     version.ref           # "support-zh@3" ("org/proj/support-zh@3" for a project's dataset): record this
     version.content_hash  # sha256 of the normalised rows
+    version.row_count     # number of rows
     version.splits        # {"train": 80, "validation": 10, "test": 10} after a split step, else {}
     rows = datasets.load_rows(version)                 # list[dict]
     train = datasets.load_rows(version, split="train") # only rows whose "split" is "train"
     table = datasets.load_table(version)               # pyarrow.Table (the stored Parquet file)
+    rows = datasets.rows("support-zh@3", split="train") # get + load_rows in one call
 
 Row shapes (``stratum.data.formats``):
 

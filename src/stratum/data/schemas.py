@@ -45,7 +45,7 @@ class DatasetVersion(BaseModel):
     ref: str
     format: DatasetFormat
     content_hash: str
-    rows: int
+    row_count: int
     parent: str | None = Field(description="Ref of the version this one was made from.")
     transform: Transform
     report: dict[str, Any]

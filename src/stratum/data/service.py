@@ -34,6 +34,7 @@ from stratum.data.schemas import (
 from stratum.data.store import ObjectStore, content_hash, from_table, to_table
 from stratum.data.tables import DatasetRow, DatasetVersionRow
 from stratum.errors import InvalidRequest, NotFound
+from stratum.governance import audit
 from stratum.governance.tables import OrgRow, ProjectRow
 from stratum.governance.tenancy import find_project
 from stratum.settings import Settings
@@ -126,6 +127,10 @@ class DatasetService:
             rows = [row for row in rows if row.get("split") == split]
         return rows
 
+    def rows(self, ref: str, *, project: str | None = None, split: str | None = None) -> list[dict[str, Any]]:
+        """``load_rows(get(ref))`` in one call."""
+        return self.load_rows(self.get(ref, project=project), split=split)
+
     def load_table(self, version: DatasetVersion | str) -> pa.Table:
         """The version's rows as a pyarrow Table (the stored Parquet file, read as is)."""
         found = self.get(version) if isinstance(version, str) else version
@@ -162,8 +167,8 @@ class DatasetService:
         return DatasetDiff(
             a=left.ref,
             b=right.ref,
-            rows_a=left.rows,
-            rows_b=right.rows,
+            rows_a=left.row_count,
+            rows_b=right.row_count,
             common=len(keys_a.keys() & keys_b.keys()),
             removed=len(removed),
             added=len(added),
@@ -274,7 +279,9 @@ class DatasetService:
             rows_in=total,
             rows_out=len(rows),
             dropped={"invalid": bad_lines} if bad_lines else {},
-            examples=[example(0, str(error), error.where) for error in errors[:_ERRORS_SHOWN]],
+            examples=[
+                example(_position(error.where), "invalid", str(error)) for error in errors[:_ERRORS_SHOWN]
+            ],
             details={
                 "source": source,
                 "errors": [str(error) for error in errors[:_ERRORS_KEPT]],
@@ -369,6 +376,16 @@ class DatasetService:
                 public = self._public_version(session, row, dataset, project)
                 if public.parent is not None:
                     record_lineage(session, public, actor=actor)
+                org_id = session.get(ProjectRow, project_id).org_id if project_id else None  # type: ignore[union-attr]
+                audit.append(
+                    session,
+                    actor=actor,
+                    action="dataset.version",
+                    target=public.ref,
+                    org_id=org_id,
+                    project_id=project_id,
+                    detail={"transform": transform.name, "rows": len(rows), "content_hash": digest},
+                )
                 return public
         except BaseException:
             if not existed and not self._hash_in_use(digest):
@@ -458,7 +475,7 @@ class DatasetService:
             ref=f"{prefix}{dataset.name}@{row.number}",
             format=dataset.format,  # type: ignore[arg-type]
             content_hash=row.content_hash,
-            rows=row.rows,
+            row_count=row.rows,
             parent=parent,
             transform=Transform.model_validate(row.transform),
             report=row.report,
@@ -509,6 +526,12 @@ def record_lineage(session: Session, version: DatasetVersion, *, actor: str) -> 
             "content_hash": version.content_hash,
         },
     )
+
+
+def _position(where: str) -> int:
+    """The number in ``line 3`` / ``row 3``."""
+    digits = "".join(ch for ch in where if ch.isdigit())
+    return int(digits) if digits else 0
 
 
 def _split_counts(rows: list[dict[str, Any]]) -> dict[str, int]:

@@ -71,9 +71,6 @@ class ObjectStore:
     def path(self, digest: str) -> Path:
         return self.root / "objects" / digest[:2] / f"{digest}.parquet"
 
-    def relative(self, digest: str) -> str:
-        return str(self.path(digest).relative_to(self.root.parent.parent))
-
     def write(self, digest: str, fmt: str, rows: list[dict[str, Any]]) -> Path:
         import pyarrow.parquet as pq
 

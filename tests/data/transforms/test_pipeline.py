@@ -24,10 +24,11 @@ def test_each_step_makes_a_version_with_parent_and_report(
     assert [v.ref for v in made] == ["zh@2", "zh@3", "zh@4"]
     assert [v.parent for v in made] == ["zh@1", "zh@2", "zh@3"]
     assert made[0].transform.name == "clean" and made[0].transform.params["step_version"] == 1
-    assert made[1].report["dropped"] == {"exact_duplicate": 1} and made[1].rows == 3
+    assert made[1].report["dropped"] == {"exact_duplicate": 1} and made[1].row_count == 3
     assert made[2].splits == {"train": 1, "validation": 1, "test": 1}
     assert datasets.get("zh").splits == made[2].splits
     assert len(datasets.load_rows("zh@4", split="test")) == 1
+    assert datasets.rows("zh@4", split="train") == datasets.load_rows(made[2], split="train")
     assert datasets.load_rows("zh@2")[3]["instruction"] == "What time is it?"
     with pytest.raises(InvalidRequest, match="unknown step 'nope'"):
         TransformService(datasets).run("zh", ["nope"])

@@ -73,7 +73,9 @@ class TransformService:
         *,
         project: str | None = None,
         actor: str = "local",
+        on_step: Callable[[int, int, str], None] | None = None,
     ) -> list[DatasetVersion]:
+        """Apply ``steps`` in order from ``ref``; ``on_step(i, n, name)`` is called as each starts."""
         known = available_steps()
         params = params or {}
         for name in [*steps, *params]:
@@ -83,7 +85,9 @@ class TransformService:
         current = self.datasets.get(ref, project=project)
         rows = self.datasets.load_rows(current)
         made: list[DatasetVersion] = []
-        for step, step_params in resolved:
+        for position, (step, step_params) in enumerate(resolved, start=1):
+            if on_step is not None:
+                on_step(position, len(resolved), step.name)
             rows, report = self._apply_fn(step, step_params)(rows, current.format, step_params)
             if not rows:
                 raise InvalidRequest(

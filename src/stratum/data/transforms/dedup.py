@@ -88,8 +88,8 @@ def _near(
     for index in candidates:
         grams = shingles(texts[index], char_n=int(params["char_ngram"]), word_n=int(params["word_ngram"]))
         signature = MinHash(num_perm=num_perm, seed=int(params["seed"]))
-        for gram in grams:
-            signature.update(gram.encode("utf-8"))
+        # One vectorised update per row (numpy over all shingles), not one per shingle.
+        signature.update_batch([gram.encode("utf-8") for gram in grams])
         matches = lsh.query(signature)
         if matches:
             report.drop(index, rows[index], "near_duplicate", f"of row {min(int(m) for m in matches)}")
