@@ -166,9 +166,8 @@ def test_burst_to_a_mock_upstream_under_load_and_back(
     try:
         server.cli("models", "add", "tiny", "--path", str(tiny_model_dir))
         server.cli("models", "add", "cloud", "--upstream", f"http://127.0.0.1:{mock_upstream}/v1")
-        server.cli(
-            "routes", "set", "assistant", "--backend", "tiny", "--backend", "cloud,priority=1", "--burst-queue", "1"
-        )  # fmt: skip
+        route = ["--backend", "tiny", "--backend", "cloud,priority=1", "--burst-queue", "1"]
+        server.cli("routes", "set", "assistant", *route)
 
         async def load() -> list[str]:
             sdk = openai.AsyncOpenAI(base_url=server.base_url, api_key=ADMIN_KEY, max_retries=0)

@@ -12,8 +12,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 import stratum.governance.tables
-import stratum.routing.tables
-import stratum.registry.tables  # noqa: F401  (registers the tables on Base.metadata)
+import stratum.registry.tables
+import stratum.routing.tables  # noqa: F401  (registers the tables on Base.metadata)
 from stratum.storage import Base, Database
 from stratum.storage.db import MIGRATIONS_DIR
 
@@ -30,6 +30,9 @@ TABLES = {
     "policy_rules",
     "quota_counters",
     "usage_records",
+    "routes",
+    "responder_rules",
+    "handoff_tickets",
 }
 
 
