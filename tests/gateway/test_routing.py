@@ -61,7 +61,9 @@ class Routed:
         self.state.registry.add_model(name=name, source="upstream", upstream_url="http://127.0.0.1:9/v1")
 
     def route(self, model: str, **spec: Any) -> None:
-        response = self.client.put(f"/admin/v1/routes/{model}", json={"model": model, **spec}, headers=self.headers)
+        response = self.client.put(
+            f"/admin/v1/routes/{model}", json={"model": model, **spec}, headers=self.headers
+        )
         assert response.status_code == 200, response.text
 
     def chat(self, model: str, text: str, key: str | None = None, **extra: Any) -> httpx.Response:
@@ -92,9 +94,7 @@ def routed(tmp_path: Path) -> Iterator[Routed]:
 
 
 def _events(response: httpx.Response) -> list[dict[str, Any]]:
-    return [
-        json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")
-    ]
+    return [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
 
 
 REFUND = {"name": "refund", "keywords": ["退款", "refund"], "template": "退款请在订单页点击“申请退款”。"}
@@ -113,9 +113,10 @@ def test_a_failing_model_falls_back_to_the_rule_responder(routed: Routed) -> Non
     streamed = routed.chat("bot", "refund please", stream=True)
     events = _events(streamed)
     assert streamed.headers["x-stratum-fallback"] == "rules" and events[0]["stratum"]["fallback"] == "rules"
-    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]) == REFUND[
-        "template"
-    ]
+    assert (
+        "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+        == REFUND["template"]
+    )
     assert streamed.text.rstrip().endswith("data: [DONE]")
 
 
@@ -137,18 +138,30 @@ def test_unmatched_requests_go_to_a_person_and_the_answer_is_fetched_by_ticket(r
     fetched = routed.client.get(f"/v1/tickets/{ticket}", headers=own).json()
     assert fetched["status"] == "open" and fetched["reason"] == "saturation"
     assert fetched["question"] == "我的快递三天没动了，帮我查一下"
-    assert routed.client.get(f"/v1/tickets/{ticket}", headers={"authorization": f"Bearer {other_key}"}).status_code == 404
+    assert (
+        routed.client.get(
+            f"/v1/tickets/{ticket}", headers={"authorization": f"Bearer {other_key}"}
+        ).status_code
+        == 404
+    )
     queue = routed.client.get("/admin/v1/queue", headers=routed.headers).json()
     assert [t["id"] for t in queue] == [ticket]
     # A project key is no operator.
-    assert routed.client.post(f"/admin/v1/queue/{ticket}/answer", json={"answer": "x"}, headers=own).status_code == 403
+    assert (
+        routed.client.post(f"/admin/v1/queue/{ticket}/answer", json={"answer": "x"}, headers=own).status_code
+        == 403
+    )
     answered = routed.client.post(
-        f"/admin/v1/queue/{ticket}/answer", json={"answer": "已联系快递公司，明天送达。"}, headers=routed.headers
+        f"/admin/v1/queue/{ticket}/answer",
+        json={"answer": "已联系快递公司，明天送达。"},
+        headers=routed.headers,
     )
     assert answered.status_code == 200
     fetched = routed.client.get(f"/v1/tickets/{ticket}", headers=own).json()
     assert fetched["status"] == "answered" and fetched["answer"] == "已联系快递公司，明天送达。"
-    again = routed.client.post(f"/admin/v1/queue/{ticket}/answer", json={"answer": "x"}, headers=routed.headers)
+    again = routed.client.post(
+        f"/admin/v1/queue/{ticket}/answer", json={"answer": "x"}, headers=routed.headers
+    )
     assert again.status_code == 409
 
 
@@ -262,7 +275,9 @@ def test_routing_admin_is_for_platform_admins(routed: Routed) -> None:
     mismatch = routed.client.put("/admin/v1/routes/a", json={"model": "b"}, headers=routed.headers)
     assert mismatch.status_code == 400
     bad = routed.client.put(
-        "/admin/v1/routes/a", json={"model": "a", "fallback": [{"kind": "human"}, {"kind": "rules"}]}, headers=routed.headers
+        "/admin/v1/routes/a",
+        json={"model": "a", "fallback": [{"kind": "human"}, {"kind": "rules"}]},
+        headers=routed.headers,
     )
     assert bad.status_code == 400 or bad.status_code == 422
 

@@ -73,7 +73,9 @@ def test_tickets_belong_to_their_project_and_are_answered_once(db: Database) -> 
 
 def test_a_keys_ticket_without_project_is_only_its_own(db: Database) -> None:
     service = TicketService(db)
-    ticket = service.create(model="bot", messages=[{"role": "user", "content": "hi"}], reason="timeout", key_id="k1")
+    ticket = service.create(
+        model="bot", messages=[{"role": "user", "content": "hi"}], reason="timeout", key_id="k1"
+    )
     assert service.get(ticket.id, project_id=None, key_id="k1").reason == "timeout"
     with pytest.raises(NotFound):
         service.get(ticket.id, project_id=None, key_id="k2")

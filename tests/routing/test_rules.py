@@ -12,7 +12,9 @@ from stratum.storage import Database
 
 
 def _rule(name: str, keywords: list[str], **extra: object) -> ResponderRule:
-    return ResponderRule(name=name, keywords=keywords, template=extra.pop("template", f"answer {name}"), **extra)  # type: ignore[arg-type]
+    return ResponderRule(
+        name=name, keywords=keywords, template=extra.pop("template", f"answer {name}"), **extra
+    )  # type: ignore[arg-type]
 
 
 def test_chinese_keywords_match_as_substrings_without_segmentation() -> None:
@@ -46,7 +48,12 @@ def test_model_globs_limit_a_rule() -> None:
 def test_service_renders_templates_and_records_audit(db: Database) -> None:
     service = RuleService(db)
     service.set_rule(
-        _rule("refund", ["退款"], intent="refund", template="【{{ intent }}】关于“{{ question }}”：请在订单页申请。")
+        _rule(
+            "refund",
+            ["退款"],
+            intent="refund",
+            template="【{{ intent }}】关于“{{ question }}”：请在订单页申请。",
+        )
     )
     found = service.answer(text="怎么退款", model="bot")
     assert found is not None

@@ -59,11 +59,9 @@ TABLES = {
     "kb_documents",
     "kb_chunks",
     "jobs",
-    "guard_policies",
-    "audit_checkpoints",
-    "datasets",
-    "dataset_versions",
-    "dataset_review_items",
+    "routes",
+    "responder_rules",
+    "handoff_tickets",
 }
 
 

@@ -157,6 +157,14 @@ async def dispatch(
     answered = await _backends(state, routing, plan, attempts, accept=accept)
     if answered is not None:
         return answered
+    if not attempts.errors:
+        # Nothing was tried: every backend's circuit is open, or none could be resolved.
+        if plan.implicit and plan.errors:
+            raise plan.errors[0]
+        blocked = UpstreamError(
+            f"every backend of {model!r} has an open circuit; retry later", code="circuit_open"
+        )
+        attempts.errors.append(("error", plan.errors[0] if plan.errors else blocked))
     if attempts.errors and attempts.last_trigger in route.triggers:
         for link in route.fallback:
             answered = await _link(state, routing, context, route, link.kind, link.target, attempts, accept)
@@ -164,11 +172,7 @@ async def dispatch(
                 routing.metrics.fallbacks.labels(model, answered.link).inc()
                 answered.triggers = [t for t, _ in attempts.errors]
                 return answered
-    if attempts.errors:
-        raise attempts.errors[-1][1]
-    if plan.errors:
-        raise plan.errors[0]
-    raise UpstreamError(f"every backend of {model!r} has an open circuit; retry later", code="circuit_open")
+    raise attempts.errors[-1][1]
 
 
 async def _backends(

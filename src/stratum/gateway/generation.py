@@ -201,7 +201,7 @@ class Generation:
             self.on_finish(self.prompt_tokens, self.completion_tokens)
 
 
-class _replaying:  # noqa: N801  (used like the async generator it replaces)
+class _replaying:
     """The primed first chunk, then the rest of the stream; closing closes the underlying stream
     even if iteration never started (an unstarted async generator would skip its ``finally``)."""
 

@@ -50,7 +50,8 @@ def _public(row: TicketRow) -> Ticket:
 
 
 class TicketService:
-    """Serves: the human link of fallback chains, ``stratum queue …``, ``/admin/v1/queue``, ``/v1/tickets``."""
+    """Serves: the human link of fallback chains, ``stratum queue …``, ``/admin/v1/queue`` and
+    ``/v1/tickets``."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
