@@ -13,6 +13,7 @@
     stratum lineage MODEL@V    what produced a version and what it produced
     stratum deploy …           canary releases with automatic rollback (status, history …)
     stratum ab start|report    A/B tests with sticky assignment and a significance report
+    stratum feedback list      user feedback with the serving version (low scores, corrections)
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -25,7 +26,20 @@ from typing import Annotated
 import typer
 
 from stratum import __version__
-from stratum.cli import artifacts, audit, chat, deploy, keys, lineage, models, prices, serve, tenancy, usage
+from stratum.cli import (
+    artifacts,
+    audit,
+    chat,
+    deploy,
+    feedback,
+    keys,
+    lineage,
+    models,
+    prices,
+    serve,
+    tenancy,
+    usage,
+)
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 
@@ -97,6 +111,7 @@ app.add_typer(prices.app, name="prices")
 app.command("lineage")(lineage.lineage)
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(deploy.ab_app, name="ab")
+app.add_typer(feedback.app, name="feedback")
 
 
 def run() -> None:
