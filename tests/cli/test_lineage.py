@@ -78,3 +78,37 @@ def test_unknown_version_is_one_error_line(runner: CliRunner) -> None:
     assert result.exit_code == 1 and result.output.startswith("error: ") and "versions 1" in result.output
     bad = runner.invoke(app, ["lineage", "no-version"])
     assert bad.exit_code == 1 and "name@version" in bad.output
+
+
+def test_feedback_list(runner: CliRunner) -> None:
+    from stratum.registry.feedback import FeedbackService
+    from stratum.registry.responses import ResponseLog, ServedResponse
+
+    with Database(Settings().resolved_database_url) as db:
+        db.migrate()
+        log = ResponseLog(db)
+        service = FeedbackService(db, log)
+        for i, score in enumerate((1.0, 0.2)):
+            log.remember(
+                ServedResponse(
+                    request_id=f"q{i}",
+                    model="bot",
+                    version_ref="bot@2",
+                    status=200,
+                    latency_ms=5,
+                    response_id=f"r{i}",
+                )
+            )
+            service.submit(
+                response_id=f"r{i}",
+                score=score,
+                is_admin=True,
+                feedback_id=f"fb-{i}",
+                correction="正确答案是七天。" if score < 0.5 else None,
+            )
+    low = json.loads(runner.invoke(app, ["feedback", "list", "--max-score", "0.5", "--json"]).stdout)
+    assert [(f["id"], f["correction"]) for f in low] == [("fb-1", "正确答案是七天。")]
+    table = runner.invoke(app, ["feedback", "list", "--model", "bot@2"])
+    assert table.exit_code == 0 and "fb-0" in table.output and "正确答案是七天" in table.output
+    bad = runner.invoke(app, ["feedback", "list", "--since", "yesterday"])
+    assert bad.exit_code == 2 and "error:" in bad.output

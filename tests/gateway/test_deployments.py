@@ -163,3 +163,25 @@ def test_text_completions_follow_the_deployment_too(client: TestClient) -> None:
         rating = {"response_id": response.json()["id"], "score": 0.5}
         assert client.post("/v1/feedback", json=rating).status_code == 201
     assert served == {"bot@1", "bot@3"}
+
+
+def test_two_gateways_agree(client: TestClient, tmp_path: Path) -> None:
+    """Gateway A serves the traffic; gateway B (same store) judges it and rolls back; A follows."""
+    settings = Settings(
+        home=tmp_path / "home", demo_model=False, embeddings_model=False, canary_interval=3600
+    )
+    with TestClient(create_app(settings, engine_factory=lambda v: FakeEngine([]))) as other:
+        a = client.app.state.stratum  # type: ignore[attr-defined]
+        b = other.app.state.stratum  # type: ignore[attr-defined]
+        a.deployments.start_canary(
+            name="bot", candidate="2", stable="1", steps=[50, 100], thresholds=Thresholds(min_samples=5)
+        )
+        a.router.refresh()
+        served = _ask(client, 60)
+        assert sum(ref == "bot@2" for _, ref in served) >= 5
+        a.responses.flush()  # what A's flush task does every STRATUM_RESPONSE_FLUSH_INTERVAL
+        [(_, verdict)] = b.canary.tick()
+        assert verdict.action == "rollback"
+        assert a.canary.tick() == []  # the change is applied once
+        a.router.refresh()  # what A's refresh task does every second
+        assert {ref for _, ref in _ask(client, 5)} == {"bot@1"}

@@ -27,6 +27,7 @@
     stratum deploy …           canary releases with automatic rollback (status, history …)
     stratum ab start|report    A/B tests with sticky assignment and a significance report
     stratum data …             datasets: import, versions, transforms, review
+    stratum feedback list      user feedback with the serving version (low scores, corrections)
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -50,6 +51,8 @@ from stratum.cli import (
     guard,
     jobs,
     kb,
+    deploy,
+    feedback,
     keys,
     lineage,
     models,
@@ -144,6 +147,7 @@ app.command("lineage")(lineage.lineage)
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(deploy.ab_app, name="ab")
 app.add_typer(data.app, name="data")
+app.add_typer(feedback.app, name="feedback")
 
 
 def run() -> None:
