@@ -72,16 +72,19 @@ def _run(version: Any, suite: Any, *, metrics: list[str] | None, max_tokens: int
 
 
 async def _generate(version: Any, suite: Any, *, metrics: list[str] | None, max_tokens: int) -> Any:
+    """The version served as the gateway would (an adapter on its base engine, an upstream, …)."""
     from stratum.evals.runner import run_suite
-    from stratum.gateway.pool import default_factory
+    from stratum.gateway.pool import ModelPool, default_factory
+    from stratum.registry.service import RegistryService
     from stratum.settings import Settings
 
-    engine = default_factory(Settings())(version)
-    await engine.start()
-    try:
-        return await run_suite(engine, suite, metrics=metrics, max_tokens=max_tokens)  # type: ignore[arg-type]
-    finally:
-        await engine.close()
+    with open_database() as db:
+        pool = ModelPool(RegistryService(db), default_factory(Settings()))
+        try:
+            _, engine = await pool.text_engine(version.ref)
+            return await run_suite(engine, suite, metrics=metrics, max_tokens=max_tokens)
+        finally:
+            await pool.close()
 
 
 @app.command("list")
