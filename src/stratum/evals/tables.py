@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stratum.storage import Base, utcnow
@@ -27,7 +27,7 @@ class EvalRunRow(Base):
     suite_digest: Mapped[str] = mapped_column(String(32))
     items: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any]] = mapped_column()
-    seconds: Mapped[float] = mapped_column()
+    seconds: Mapped[float] = mapped_column(Float)
     actor: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
