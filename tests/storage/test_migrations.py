@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 import stratum.governance.tables
+import stratum.knowledge.sql.tables
 import stratum.registry.tables  # noqa: F401  (registers the tables on Base.metadata)
 from stratum.storage import Base, Database
 from stratum.storage.db import MIGRATIONS_DIR
@@ -29,6 +30,7 @@ TABLES = {
     "policy_rules",
     "quota_counters",
     "usage_records",
+    "sql_databases",
 }
 
 
@@ -52,7 +54,7 @@ def test_migrate_from_empty(empty_db: Database) -> None:
     empty_db.migrate()
     assert set(inspect(empty_db.engine).get_table_names()) >= TABLES
     with empty_db.session(write=False) as session:
-        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
+        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0009"
 
 
 def test_migrate_twice_is_a_no_op(db: Database) -> None:

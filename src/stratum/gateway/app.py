@@ -17,7 +17,7 @@ from stratum.gateway.metering import SettleMiddleware
 from stratum.gateway.metrics import Metrics
 from stratum.gateway.middleware import RequestIdMiddleware
 from stratum.gateway.pool import EngineFactory, ModelPool, default_factory
-from stratum.gateway.routes import admin, chat, completions, embeddings, health, models
+from stratum.gateway.routes import admin, chat, completions, databases, embeddings, health, models
 from stratum.gateway.state import AppState
 from stratum.governance.audit import AuditService
 from stratum.governance.counters import CounterStore, StoreCounters
@@ -28,6 +28,7 @@ from stratum.governance.rules import PolicyService
 from stratum.governance.service import KeyService
 from stratum.governance.tenancy import TenancyService
 from stratum.governance.usage import UsageService
+from stratum.knowledge.sql.service import DatabaseService
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage.db import Database, utcnow
@@ -67,6 +68,7 @@ def create_app(
             usage=UsageService(db),
             audit=AuditService(db),
             prices=PriceService(db),
+            databases=DatabaseService(db, settings),
         )
         app.state.stratum = state
         state.preload = await anyio.to_thread.run_sync(register_builtin_models, settings, registry)
@@ -103,6 +105,7 @@ def create_app(
         embeddings.router,
         health.router,
         admin.router,
+        databases.router,
     ):
         app.include_router(router)
     return app

@@ -14,6 +14,7 @@ from stratum.governance.rules import PolicyService
 from stratum.governance.service import KeyService, Principal
 from stratum.governance.tenancy import TenancyService
 from stratum.governance.usage import UsageService
+from stratum.knowledge.sql.service import DatabaseService
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage.db import Database
@@ -32,6 +33,7 @@ class AppState:
     usage: UsageService
     audit: AuditService
     prices: PriceService
+    databases: DatabaseService
     metrics: Metrics = field(default_factory=Metrics)
     # Served names to preload at start; /readyz is green once they are loaded.
     preload: list[str] = field(default_factory=list)

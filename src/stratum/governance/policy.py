@@ -46,6 +46,8 @@ ACTIONS = (
     "audit.read",
     "prices.read",
     "prices.write",
+    "databases.read",
+    "databases.write",
 )
 _USE = (*INFERENCE, "models.read")
 
@@ -53,9 +55,18 @@ _USE = (*INFERENCE, "models.read")
 ROLE_GRANTS: dict[str, tuple[str, ...]] = {
     "admin": ("*",),
     "user": _USE,
-    "org_admin": (*_USE, "orgs.read", "projects.*", "keys.*", "usage.read", "audit.read", "prices.read"),
-    "developer": (*_USE, "projects.read", "usage.read"),
-    "viewer": ("models.read", "projects.read", "usage.read"),
+    "org_admin": (
+        *_USE,
+        "orgs.read",
+        "projects.*",
+        "keys.*",
+        "usage.read",
+        "audit.read",
+        "prices.read",
+        "databases.*",
+    ),
+    "developer": (*_USE, "projects.read", "usage.read", "databases.read"),
+    "viewer": ("models.read", "projects.read", "usage.read", "databases.read"),
 }
 
 

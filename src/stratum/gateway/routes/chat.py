@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from stratum.engine.base import GenerationRequest
 from stratum.errors import StratumError, UnsupportedFeature
+from stratum.gateway.database_chat import database_chat, is_database_model
 from stratum.gateway.deps import ContextDep, Permit, StateDep
 from stratum.gateway.generation import Generation, sampling_params
 from stratum.gateway.metering import ChatMeter
@@ -48,6 +49,8 @@ async def create_chat_completion(
 ) -> JSONResponse | StreamingResponse:
     if body.unknown_fields():
         log.debug("ignoring unknown fields %s", body.unknown_fields())
+    if is_database_model(body.model):  # "db/<name>": LLM + database QA (knowledge.sql)
+        return await database_chat(body, context, state, meter)
     recorder = Recorder(state.metrics, endpoint="chat", model=body.model, started=context.started)
     try:
         version, engine = await state.pool.text_engine(body.model)
