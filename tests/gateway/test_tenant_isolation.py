@@ -10,6 +10,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from stratum.gateway.routes.admin import router
+from stratum.gateway.routes.databases import router as databases_router
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from tests.gateway.conftest import Gateway
 
@@ -20,9 +21,19 @@ BODIES = {
     ("PATCH", "/admin/v1/orgs/{org}/projects/{project}"): {"rpm": 5},
     ("POST", "/admin/v1/orgs/{org}/projects/{project}/keys"): {"role": "developer"},
     ("PUT", "/admin/v1/policies/{name}"): {"name": "r1", "actions": ["chat"]},
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/databases"): {
+        "name": "sales",
+        "url": "sqlite:///sales.db",
+        "model": "fake",
+        "tables": {"orders": ["*"]},
+    },
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/databases/{name}/query"): {"sql": "SELECT 1"},
 }
 ADMIN_ROUTES = sorted(
-    (method, route.path) for route in router.routes if isinstance(route, APIRoute) for method in route.methods
+    (method, route.path)
+    for route in (*router.routes, *databases_router.routes)
+    if isinstance(route, APIRoute)
+    for method in route.methods
 )
 TENANT_ROUTES = [r for r in ADMIN_ROUTES if "{org}" in r[1]]
 

@@ -46,7 +46,9 @@ def build_postgres(url: str) -> None:
 
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as conn:
         for ddl in DDL:
-            conn.execute(ddl.replace("INTEGER PRIMARY KEY", "INTEGER PRIMARY KEY").replace("REAL", "DOUBLE PRECISION"))
+            conn.execute(
+                ddl.replace("INTEGER PRIMARY KEY", "INTEGER PRIMARY KEY").replace("REAL", "DOUBLE PRECISION")
+            )
         conn.execute("COMMENT ON COLUMN orders.amount IS '订单金额（元）'")
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO orders VALUES (%s, %s, %s, %s, %s, %s)", ORDERS)

@@ -8,7 +8,13 @@ from stratum.knowledge.sql.executor import SQLRejected
 from stratum.knowledge.sql.guard import check_filter, check_sql
 
 ALLOWED = {
-    "orders": {"id": "INTEGER", "地区": "TEXT", "product": "TEXT", "amount": "REAL", "customer_id": "INTEGER"},
+    "orders": {
+        "id": "INTEGER",
+        "地区": "TEXT",
+        "product": "TEXT",
+        "amount": "REAL",
+        "customer_id": "INTEGER",
+    },
     "customers": {"id": "INTEGER", "name": "TEXT"},
 }
 FILTERS = {"orders": "地区 = '华东'"}

@@ -22,7 +22,9 @@ _BASE = "/orgs/{org}/projects/{project}/databases"
 
 
 @router.get(_BASE, response_model=list[DatabasePublic])
-async def list_databases(org: str, project: str, context: ContextDep, state: StateDep) -> list[DatabasePublic]:
+async def list_databases(
+    org: str, project: str, context: ContextDep, state: StateDep
+) -> list[DatabasePublic]:
     found = await _project(context, state, org, project, "databases.read")
     return await anyio.to_thread.run_sync(
         lambda: state.databases.list(project_id=found.id, project_path=found.path)
@@ -43,7 +45,9 @@ async def add_database(
 
 
 @router.get(_BASE + "/{name}", response_model=DatabasePublic)
-async def get_database(org: str, project: str, name: str, context: ContextDep, state: StateDep) -> DatabasePublic:
+async def get_database(
+    org: str, project: str, name: str, context: ContextDep, state: StateDep
+) -> DatabasePublic:
     found = await _project(context, state, org, project, "databases.read")
     return await anyio.to_thread.run_sync(
         lambda: state.databases.get(project_id=found.id, project_path=found.path, name=name)
@@ -51,7 +55,9 @@ async def get_database(org: str, project: str, name: str, context: ContextDep, s
 
 
 @router.delete(_BASE + "/{name}", status_code=status.HTTP_204_NO_CONTENT)
-async def remove_database(org: str, project: str, name: str, context: ContextDep, state: StateDep) -> Response:
+async def remove_database(
+    org: str, project: str, name: str, context: ContextDep, state: StateDep
+) -> Response:
     found = await _project(context, state, org, project, "databases.write")
     await anyio.to_thread.run_sync(
         lambda: state.databases.remove(

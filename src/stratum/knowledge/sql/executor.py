@@ -94,7 +94,7 @@ def read_schema(url: str, tables: Iterable[str]) -> dict[str, list[Column]]:
     with _pg_connect(url) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT c.table_name, c.column_name, c.data_type, "
-            "col_description(format('%I.%I', c.table_schema, c.table_name)::regclass::oid, "
+            "col_description(format('%%I.%%I', c.table_schema, c.table_name)::regclass::oid, "
             "c.ordinal_position) FROM information_schema.columns c "
             "WHERE c.table_schema = current_schema() AND c.table_name = ANY(%s) "
             "ORDER BY c.table_name, c.ordinal_position",
@@ -127,9 +127,11 @@ def _run_sqlite(
 
     def authorise(action: int, arg1: str | None, arg2: str | None, db: str | None, _: str | None) -> int:
         if action == sqlite3.SQLITE_READ:
-            # arg1 is the table; a CTE or subquery is not reported as a table read.
+            # arg1 is the table; a CTE's rows are reported with no database name.
+            if db is None:
+                return sqlite3.SQLITE_OK
             ok = allowed is None or (arg1 or "").lower() in allowed
-            return sqlite3.SQLITE_OK if ok and db in (None, "main") else sqlite3.SQLITE_DENY
+            return sqlite3.SQLITE_OK if ok and db == "main" else sqlite3.SQLITE_DENY
         if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE):
             if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() == "load_extension":
                 return sqlite3.SQLITE_DENY

@@ -20,7 +20,9 @@ Schema:
 {schema}"""
 
 
-def build_messages(schema: str, question: str, history: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def build_messages(
+    schema: str, question: str, history: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """Chat messages for the SQL writer: the schema as system prompt, earlier turns, the question."""
     messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM_PROMPT.format(schema=schema)}]
     for turn in history or []:

@@ -25,7 +25,8 @@ class DatabaseCreate(BaseModel):
     )
     row_filters: dict[str, dict[str, str]] = Field(
         default_factory=dict,
-        description="{role or '*': {table: SQL condition}}, e.g. {'viewer': {'orders': \"region = 'east'\"}}.",
+        description="{role or '*': {table: SQL condition}}, "
+        "e.g. {'viewer': {'orders': \"region = 'east'\"}}.",
     )
     descriptions: dict[str, str] = Field(
         default_factory=dict, description="{'table' or 'table.column': text} shown to the model."

@@ -140,7 +140,9 @@ class DatabaseService:
         with self._db.session(write=False) as session:
             return _public(self._find(session, project_id, name), project_path)
 
-    def remove(self, *, project_id: str, project_path: str, name: str, actor: str = audit.LOCAL_ACTOR) -> None:
+    def remove(
+        self, *, project_id: str, project_path: str, name: str, actor: str = audit.LOCAL_ACTOR
+    ) -> None:
         with self._db.session() as session:
             row = self._find(session, project_id, name)
             session.delete(row)
@@ -156,7 +158,9 @@ class DatabaseService:
         with self._db.session(write=False) as session:
             row = self._find(session, project_id, name)
             return Connection(
-                public=_public(row, project_path), url=self._box.decrypt(row.url_encrypted), project_id=project_id
+                public=_public(row, project_path),
+                url=self._box.decrypt(row.url_encrypted),
+                project_id=project_id,
             )
 
     # --- schema and queries -------------------------------------------------------------------
@@ -175,7 +179,9 @@ class DatabaseService:
             raise InvalidRequest(f"none of the allowed tables of {conn.public.name!r} exist in the database")
         return allowed
 
-    def run(self, conn: Connection, sql: str, *, role: str, schema: dict[str, list[Column]] | None = None) -> SQLAnswer:
+    def run(
+        self, conn: Connection, sql: str, *, role: str, schema: dict[str, list[Column]] | None = None
+    ) -> SQLAnswer:
         """Check and run ``sql`` for ``role``; raises ``SQLRejected`` with the reason."""
         guard = guard_module()
         schema = schema if schema is not None else self.schema(conn)
@@ -223,7 +229,14 @@ class DatabaseService:
         return "\n".join(lines)
 
     def _samples(
-        self, conn: Connection, schema: dict[str, list[Column]], table: str, column: str, *, role: str, guard: Any
+        self,
+        conn: Connection,
+        schema: dict[str, list[Column]],
+        table: str,
+        column: str,
+        *,
+        role: str,
+        guard: Any,
     ) -> list[str]:
         quoted_table, quoted_column = _quote(table), _quote(column)
         sql = (
@@ -241,7 +254,9 @@ class DatabaseService:
             select(DatabaseRow).where(DatabaseRow.project_id == project_id, DatabaseRow.name == name)
         )
         if row is None and not missing_ok:
-            raise NotFound(f"no database named {name!r} in this project", param="name", code="database_not_found")
+            raise NotFound(
+                f"no database named {name!r} in this project", param="name", code="database_not_found"
+            )
         return row  # type: ignore[no-any-return]
 
 
