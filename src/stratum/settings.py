@@ -163,6 +163,15 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="A running job whose worker is silent this long is requeued."
     )
 
+    # --- knowledge.sql: LLM + database QA (text-to-SQL) ---
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key encrypting stored database credentials; unset: a key file "
+        "$STRATUM_HOME/secret.key is created (set this when several gateways share one store).",
+    )
+    sql_max_rows: int = Field(default=200, ge=1, le=100_000, description="Default row cap of database QA.")
+    sql_timeout: float = Field(default=10.0, gt=0, description="Default seconds a database QA query may run.")
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

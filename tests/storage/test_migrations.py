@@ -62,6 +62,7 @@ TABLES = {
     "routes",
     "responder_rules",
     "handoff_tickets",
+    "sql_databases",
 }
 
 

@@ -23,6 +23,7 @@ from stratum.gateway.routes import (
     admin,
     chat,
     completions,
+    databases,
     datasets,
     embeddings,
     feedback,
@@ -48,6 +49,7 @@ from stratum.governance.tenancy import TenancyService
 from stratum.governance.usage import UsageService
 from stratum.jobs.service import JobService
 from stratum.knowledge.service import KnowledgeService
+from stratum.knowledge.sql.service import DatabaseService
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage.db import Database, utcnow
@@ -100,6 +102,7 @@ def create_app(
             audit_writer=AuditWriter(db),
             **release_services(db, registry),
             knowledge=KnowledgeService(db),
+            databases=DatabaseService(db, settings),
             jobs=JobService(db, jobs_dir=settings.jobs_dir),
         )
         app.state.stratum = state
@@ -159,6 +162,7 @@ def create_app(
         releases.router,
         kb.router,
         jobs.router,
+        databases.router,
     ):
         app.include_router(router)
     return app

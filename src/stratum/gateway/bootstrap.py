@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from stratum.engine.embeddings import BUILTIN_ENCODER_NAME, BUILTIN_ENCODER_SOURCE, E5Encoder
+from stratum.engine.base import Encoder
+from stratum.engine.embeddings import BUILTIN_ENCODER_NAME, BUILTIN_ENCODER_SOURCE, load_encoder
 from stratum.errors import ModelNotFound
 from stratum.registry.checksum import directory_checksum
 from stratum.registry.service import RegistryService
@@ -43,7 +44,7 @@ def register_builtin_models(settings: Settings, registry: RegistryService) -> li
                 kind="embedding",
                 source="encoder",
                 path=BUILTIN_ENCODER_SOURCE,
-                metadata=_encoder_metadata(E5Encoder()),
+                metadata=_encoder_metadata(load_encoder(BUILTIN_ENCODER_SOURCE)),
                 description="Multilingual (Chinese + English) e5-small sentence encoder, bundled weights.",
             )
         preload.append(BUILTIN_ENCODER_NAME)
@@ -58,7 +59,7 @@ def _latest_checksum(registry: RegistryService, name: str) -> str | None:
     return latest.checksum if latest else None
 
 
-def _encoder_metadata(encoder: E5Encoder) -> dict[str, object]:
+def _encoder_metadata(encoder: Encoder) -> dict[str, object]:
     info = encoder.info
     return {
         "architecture": info.architecture,

@@ -24,6 +24,7 @@ from stratum.registry.feedback import FeedbackService
 from stratum.registry.lineage import LineageService
 from stratum.registry.responses import ResponseLog
 from stratum.knowledge.service import KnowledgeService
+from stratum.knowledge.sql.service import DatabaseService
 from stratum.registry.service import RegistryService
 from stratum.routing import RoutingServices
 from stratum.settings import Settings
@@ -53,6 +54,7 @@ class AppState:
     canary: CanaryController
     guard: GuardService
     audit_writer: AuditWriter
+    databases: DatabaseService
     metrics: Metrics = field(default_factory=Metrics)
     # Served names to preload at start; /readyz is green once they are loaded.
     preload: list[str] = field(default_factory=list)

@@ -67,6 +67,9 @@ ACTIONS = (
     # Knowledge bases (stratum.knowledge): reading covers search and answering from a KB.
     "kb.read",
     "kb.write",
+    # LLM + database QA (stratum.knowledge.sql): connections per project.
+    "databases.read",
+    "databases.write",
 )
 _USE = (*INFERENCE, "models.read")
 
@@ -88,6 +91,7 @@ ROLE_GRANTS: dict[str, tuple[str, ...]] = {
         "guard.scan",
         "datasets.*",
         "kb.*",
+        "databases.*",
     ),
     "developer": (
         *_USE,
@@ -98,6 +102,7 @@ ROLE_GRANTS: dict[str, tuple[str, ...]] = {
         "datasets.*",
         "kb.*",
         "jobs.*",
+        "databases.read",
     ),
     "viewer": (
         "models.read",
@@ -107,6 +112,7 @@ ROLE_GRANTS: dict[str, tuple[str, ...]] = {
         "datasets.read",
         "kb.read",
         "jobs.read",
+        "databases.read",
     ),
 }
 

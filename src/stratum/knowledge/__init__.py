@@ -1,0 +1,1 @@
+"""Knowledge: the platform's grounded answering modes (knowledge bases, database QA in ``sql``)."""

