@@ -19,6 +19,8 @@ from pathlib import Path
 from stratum.governance.guard.evaluation import INJECTION, evaluate, load_cases
 from stratum.governance.guard.injection import injection_score
 from stratum.governance.guard.pii import PII_TYPES, find_pii, mask_pii
+from stratum.governance.guard.policy import GuardPolicy
+from stratum.governance.guard.service import CompiledGuard, Findings
 from stratum.governance.guard.stream import StreamMasker
 from stratum.governance.guard.words import WordList
 
@@ -94,6 +96,44 @@ def main() -> None:
         print(f"| {name} | {chars:,} | {rate:,.0f} | {rate / baseline:.3f}x |")
     per_prompt = _rate(lambda: [find_pii(t) for t in texts], len(texts), args.repeat)
     print(f"\nfind_pii on a typical short prompt: {1e6 / per_prompt:.1f} µs per text ({len(texts)} texts)")
+    _per_request(args.repeat)
+
+
+def _per_request(repeat: int) -> None:
+    """What the guard adds to one chat request with the default policy and 1,000 sensitive words:
+    the prompt check, and masking a streamed answer in 4-character chunks (about one token each)."""
+    guard = CompiledGuard(GuardPolicy(), [f"敏感词{i}" for i in range(1000)])
+    prompt = (
+        "你好，我叫王芳，身份证号11010519491231002X，手机13912345678。请帮我查一下上个月的订单"
+        "（订单号110105194912310021）为什么还没有发货，并用英文写一封给客服的邮件。Thanks! " * 2
+    )
+    answer = (
+        "好的，王女士。我查到您的订单已于11月20日发出，快递单号SF1234567890123，预计两天内送达。"
+        "如有问题请拨打客服电话400-820-8820，或发邮件至 support@example.com。Dear support team, "
+        "I am writing about order 110105194912310021, which has not arrived yet. Best regards. " * 3
+    )
+    rounds = 200
+
+    def prompts() -> None:
+        for _ in range(rounds):
+            guard.check_prompt(prompt, Findings())
+
+    def answers() -> None:
+        for _ in range(rounds):
+            masker = guard.response_masker()
+            for i in range(0, len(answer), 4):
+                masker.feed(answer[i : i + 4])
+            masker.finish()
+
+    print(f"\n### Guard cost per chat request (default policy, 1,000 words; best of {repeat})\n")
+    print("| step | chars | µs per request |")
+    print("|---|--:|--:|")
+    for name, work, chars in (
+        ("prompt check (PII mask + injection + words)", prompts, len(prompt)),
+        ("response masking, streamed in 4-char chunks", answers, len(answer)),
+    ):
+        per_second = _rate(work, rounds, repeat)
+        print(f"| {name} | {chars} | {1e6 / per_second:.0f} |")
 
 
 if __name__ == "__main__":

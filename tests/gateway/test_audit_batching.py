@@ -105,3 +105,31 @@ async def test_records_queued_at_shutdown_are_written(tmp_path: Path) -> None:
                 == 5
             )
         assert AuditService(db).verify().ok
+
+
+async def test_retention_prunes_old_entries_in_the_background(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from stratum.gateway.retention import prune_periodically
+    from stratum.governance.audit import append, entry_hash
+
+    settings = Settings(home=tmp_path / "home", audit_retention_days=30)
+    settings.home.mkdir(parents=True)
+    with Database(settings.resolved_database_url) as db:
+        db.migrate()
+        with db.session() as session:
+            old = append(session, actor="t", action="test", target="旧")
+            old.at -= timedelta(days=31)
+            old.hash = entry_hash(old)
+            session.flush()
+            append(session, actor="t", action="test", target="新")
+        audit = AuditService(db)
+        task = asyncio.create_task(prune_periodically(audit, settings))
+        for _ in range(100):
+            if audit.verify().checkpoint_id == 1:
+                break
+            await asyncio.sleep(0.05)
+        task.cancel()
+        verified = audit.verify()
+        assert verified.ok and verified.checkpoint_id == 1
+        assert [e.target for e in audit.list_entries()] == ["audit_log", "新"]

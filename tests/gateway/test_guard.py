@@ -111,6 +111,20 @@ def test_streamed_response_masks_an_id_split_over_one_char_chunks(gateway: Gatew
     assert entry.detail["guard"]["response_pii"] == {"id_card": 1, "phone": 1}
 
 
+def test_each_streamed_choice_is_masked_on_its_own(gateway: Gateway) -> None:
+    key = _key(gateway)
+    gateway.replies.extend([f"甲{ID}", "乙13912345678"])
+    response = _chat(gateway, key, "hi", stream=True, n=2)
+    texts: dict[int, str] = {}
+    for line in response.text.splitlines():
+        if line.startswith("data: {"):
+            for choice in json.loads(line[6:])["choices"]:
+                texts[choice["index"]] = texts.get(choice["index"], "") + (
+                    choice["delta"].get("content") or ""
+                )
+    assert texts == {0: "甲[ID_CARD]", 1: "乙[PHONE]"}
+
+
 def test_non_streamed_and_completions_responses_are_masked(gateway: Gateway) -> None:
     key = _key(gateway)
     gateway.replies.extend([f"号码{ID}", "call 13912345678"])

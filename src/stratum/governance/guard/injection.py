@@ -66,7 +66,13 @@ _PATTERNS: tuple[tuple[str, float, str], ...] = (
     ),
     ("repeat_above", 0.6, r"repeat\s+(?:the\s+|all\s+|everything\s+)*(?:words|text)?\s*above"),
     # Jailbreak personas and modes.
-    ("dan_jailbreak", 0.8, r"\bDAN\b|do\s+anything\s+now|jailbr(?:ea|o)k|越狱"),
+    # "DAN" alone is also a name: only in its jailbreak phrasings.
+    (
+        "dan_jailbreak",
+        0.8,
+        r"(?:you\s+are|you're|act\s+as|become)\s+(?:now\s+)?dan\b|\bdan\s+mode|do\s+anything\s+now|"
+        r"jailbr(?:ea|o)k|越狱|你现在是dan|扮演dan",
+    ),
     (
         "developer_mode",
         0.7,
@@ -87,9 +93,10 @@ _PATTERNS: tuple[tuple[str, float, str], ...] = (
     ),
     ("new_instructions", 0.45, r"new\s+instructions?\s*:|新的?指令\s*[:：]|system\s*:\s|###\s*system"),
     ("chat_template_role", 0.75, r"<\|im_start\|>\s*system|<\|start_header_id\|>\s*system"),
-    ("fake_delimiter", 0.4, r"<\|im_start\|>|<\|system\|>|\[/?INST\]|<</?SYS>>|<\|endoftext\|>"),
+    ("fake_delimiter", 0.4, r"<\|im_start\|>|<\|system\|>|\[/?inst\]|<</?sys>>|<\|endoftext\|>"),
 )
-_COMPILED = tuple((name, weight, re.compile(pattern, re.IGNORECASE)) for name, weight, pattern in _PATTERNS)
+# The text is case-folded first (``normalise``), so the patterns are lower case and case-sensitive.
+_COMPILED = tuple((name, weight, re.compile(pattern)) for name, weight, pattern in _PATTERNS)
 
 
 def injection_score(text: str) -> InjectionScore:

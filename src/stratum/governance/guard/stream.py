@@ -26,9 +26,12 @@ _CONTEXT_CHARS = 24
 # Longest tail held back: 19-digit cards with separators and "+86 " phones fit in 32; emails in 128.
 _MAX_HOLD = 32
 _MAX_HOLD_EMAIL = 128
-_DIGIT_TAIL = re.compile(r"(?:(?:\+|00)?\d[\d \-.Xx()+]*|\+|\(\+?)$")
-_PASSPORT_TAIL = re.compile(r"(?<![0-9A-Za-z])[A-Z]{1,2}\d{0,8}$")
-_EMAIL_TAIL = re.compile(r"[A-Za-z0-9._%+\-@]+$")
+# Tails are matched on the reversed text (anchored at its start: linear, however long the run).
+_DIGIT_RUN_REVERSED = re.compile(r"[\d \-.Xx()+]+")
+_DIGIT_STARTS = frozenset("0123456789+(")
+_PASSPORT_TAIL_REVERSED = re.compile(r"\d{0,8}[A-Z]{1,2}(?![0-9A-Za-z])")
+_EMAIL_TAIL_REVERSED = re.compile(r"[A-Za-z0-9._%+\-@]+")
+_DIGIT_OR_AT = re.compile(r"[\d@]")
 
 
 @dataclass
@@ -44,18 +47,31 @@ class StreamMasker:
     hit_block: Entity | None = None
     # Characters of the response released so far (unmasked count).
     _consumed: int = 0
+    _watched: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        self._watched = frozenset(self.types) | frozenset(self.blocked)
 
     def _hold_start(self, text: str) -> int:
-        start = len(text)
-        tails = [_DIGIT_TAIL, _PASSPORT_TAIL]
-        if EMAIL in self.types:
-            tails.append(_EMAIL_TAIL)
-        for tail in tails:
-            match = tail.search(text)
-            if match is not None:
-                start = min(start, match.start())
+        """Where the tail that could still become an entity starts (``len(text)``: none)."""
         limit = _MAX_HOLD_EMAIL if EMAIL in self.types else _MAX_HOLD
-        return max(start, len(text) - limit)
+        size = len(text)
+        window = text[: size - limit - 1 : -1] if size > limit else text[::-1]
+        start = size
+        run = _DIGIT_RUN_REVERSED.match(window)
+        if run is not None:
+            # The run's first character that can open an entity (a digit, "+86", "(+86)").
+            tail = text[size - run.end() :]
+            for index, char in enumerate(tail):
+                if char in _DIGIT_STARTS:
+                    start = size - len(tail) + index
+                    break
+        passport = _PASSPORT_TAIL_REVERSED.match(window)
+        if passport is not None:
+            start = min(start, size - passport.end())
+        if EMAIL in self.types and (email := _EMAIL_TAIL_REVERSED.match(window)) is not None:
+            start = min(start, size - email.end())
+        return start
 
     def feed(self, piece: str) -> str:
         """Add a piece of the response; return the masked text that may be sent now."""
@@ -71,13 +87,15 @@ class StreamMasker:
         return self._release(final=True)
 
     def _release(self, *, final: bool) -> str:
-        watched = set(self.types) | set(self.blocked)
+        watched = self._watched
         if not watched:
             out, self._buffer = self._buffer, ""
             return out
         offset = len(self._context)
         text = self._context + self._buffer
-        found = [e for e in find_pii(text, watched) if e.start >= offset]
+        # Every entity holds a digit or "@", and only entities starting in the buffer count.
+        maybe = _DIGIT_OR_AT.search(self._buffer) is not None
+        found = [e for e in find_pii(text, watched) if e.start >= offset] if maybe else []
         cut = len(text) if final else self._hold_start(text)
         cut = max(cut, offset)
         # An entity crossing the cut waits whole; one ending at the very end waits for its boundary.
@@ -92,10 +110,12 @@ class StreamMasker:
                 before = [e for e in released if e.end <= entity.start]
                 self._buffer = ""
                 return replace_entities(sent, [_shift(e, -offset) for e in before])
-        # Entities keep offsets into the whole (unmasked) response.
-        self.entities.extend(_shift(e, self._consumed - offset) for e in released)
         out_raw = text[offset:cut]
-        out = replace_entities(out_raw, [_shift(e, -offset) for e in released])
+        out = out_raw
+        if released:
+            # Entities keep offsets into the whole (unmasked) response.
+            self.entities.extend(_shift(e, self._consumed - offset) for e in released)
+            out = replace_entities(out_raw, [_shift(e, -offset) for e in released])
         self._consumed += len(out_raw)
         self._buffer = text[cut:]
         self._context = (self._context + out_raw)[-_CONTEXT_CHARS:]

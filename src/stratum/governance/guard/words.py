@@ -8,6 +8,7 @@ letters as their ASCII forms (NFKC), so ``ＶＰＮ`` matches ``vpn``.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,12 +32,16 @@ def normalise(text: str) -> str:
     NFKC can change lengths (``ﬁ`` → ``fi``); characters whose normal form is not one character keep
     their lower-case form, which keeps every offset pointing into the original text.
     """
-    out = []
-    for char in text:
-        folded = unicodedata.normalize("NFKC", char).lower()
-        lower = char.lower()
-        out.append(folded if len(folded) == 1 else lower if len(lower) == 1 else char)
-    return "".join(out)
+    if text.isascii():
+        return text.lower()
+    return "".join(map(_fold, text))
+
+
+@functools.lru_cache(maxsize=8192)
+def _fold(char: str) -> str:
+    folded = unicodedata.normalize("NFKC", char).lower()
+    lower = char.lower()
+    return folded if len(folded) == 1 else lower if len(lower) == 1 else char
 
 
 def _is_word_char(char: str) -> bool:

@@ -5,7 +5,7 @@ Revises: 0003
 Create Date: 2026-11-23
 
 - ``guard_policies.scope`` is a project id or ``default``; no foreign key, so the default row
-  needs no project (a removed project's policy is harmless and deleted with ``stratum guard``).
+  needs no project (a policy left by a removed project is never read again).
 - ``audit_checkpoints`` keeps the id and hash of the last pruned audit entry so ``verify`` can start
   there after old rows are deleted.
 """
