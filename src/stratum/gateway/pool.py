@@ -68,10 +68,7 @@ class AdapterEngine:
     def __init__(self, base: Any, adapter: str) -> None:
         self.base = base
         self.adapter = adapter
-
-    @property
-    def info(self) -> ModelInfo:
-        return cast(ModelInfo, self.base.info)
+        self.info: ModelInfo = base.info  # the base is started: its info is final
 
     async def start(self) -> None:
         return None
