@@ -11,7 +11,7 @@ import pytest
 
 from stratum.engine.base import GenerationRequest, SamplingParams
 from stratum.engine.fake import FakeEngine
-from stratum.errors import Conflict, Overloaded
+from stratum.errors import Conflict, ModelNotFound, Overloaded
 from stratum.gateway.metrics import Metrics
 from stratum.gateway.model_cache import HIT_WEIGHT_S
 from stratum.gateway.pool import AdapterEngine, ModelPool
@@ -189,3 +189,22 @@ async def test_preload_pinned_from_setting_and_metadata(registry: RegistryServic
     assert await pool.preload_pinned() == ["bot", "c@2"]
     assert sorted(v.ref for v, _ in pool.loaded()) == ["a@1", "c@2"]
     assert [v.ref for v in pool.loaded_adapters()] == ["bot@1"]
+
+
+async def test_a_bad_pin_in_metadata_is_skipped_a_bad_setting_fails(
+    registry: RegistryService, tmp_path: Path
+) -> None:
+    registry.add_model(name="c", source="local", path=tmp_path / "c", metadata={"pinned": True})
+    (tmp_path / "a" / "config.json").write_text('{"changed": true}')  # adapters on "a" are refused
+    registry.add_model(
+        name="bot3",
+        source="local",
+        variant="adapter",
+        base="a@1",
+        path=tmp_path / "lora",
+        metadata={"pinned": True},
+    )
+    pool, _ = _pool(registry, None)
+    assert await pool.preload_pinned() == ["c@2"]
+    with pytest.raises(ModelNotFound):
+        await _pool(registry, None, pinned=["missing"])[0].preload_pinned()

@@ -189,5 +189,5 @@ def router_of(model: nn.Module) -> LoraRouter:
     router: LoraRouter | None = getattr(model, "_stratum_lora", None)
     if router is None:
         router = LoraRouter(model)
-        model._stratum_lora = router  # a plain attribute: the router is not an nn.Module
+        setattr(model, "_stratum_lora", router)  # noqa: B010  # a plain attribute, not a submodule
     return router

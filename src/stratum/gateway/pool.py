@@ -21,7 +21,7 @@ import httpx
 from stratum.engine.base import Encoder, GenerationChunk, GenerationRequest, ModelInfo, TextEngine
 from stratum.engine.local import LocalEngine
 from stratum.engine.upstream import UpstreamEngine
-from stratum.errors import Conflict, EngineError, InvalidRequest, Overloaded
+from stratum.errors import Conflict, EngineError, InvalidRequest, Overloaded, StratumError
 from stratum.gateway.metrics import Metrics
 from stratum.gateway.model_cache import CacheEntry, CacheLedger
 from stratum.gateway.ttl import TTLCache
@@ -81,10 +81,7 @@ class AdapterEngine:
     def __init__(self, base: Any, adapter: str) -> None:
         self.base = base
         self.adapter = adapter
-
-    @property
-    def info(self) -> ModelInfo:
-        return cast(ModelInfo, self.base.info)
+        self.info: ModelInfo = base.info  # the base is started: its info is final
 
     async def start(self) -> None:
         return None
@@ -309,17 +306,29 @@ class ModelPool:
             self.metrics.cache_bytes.set(self._cache.used)
 
     async def preload_pinned(self) -> list[str]:
-        """Load the pinned models and adapters (setting or registry metadata) at start-up."""
+        """Load the pinned models and adapters at start-up; returns the refs loaded.
+
+        A ref named in ``STRATUM_PINNED_MODELS`` that cannot be loaded fails the start (a wrong
+        setting should be seen at once); a version pinned in registry metadata that cannot be
+        loaded (files moved, say) is logged and skipped, so one bad entry cannot keep the server down.
+        """
         models = await anyio.to_thread.run_sync(self.registry.list_models)
-        refs = set(self.pinned_refs)
-        refs |= {v.ref for m in models for v in m.versions if v.metadata.get("pinned")}
-        for ref in sorted(refs):
-            version = await self.resolve(ref)
-            if version.kind == "embedding":
-                await self.encoder(ref)
-            else:
-                await self.text_engine(ref)
-        return sorted(refs)
+        from_metadata = {v.ref for m in models for v in m.versions if v.metadata.get("pinned")}
+        loaded = []
+        for ref in sorted(self.pinned_refs | from_metadata):
+            try:
+                version = await self.resolve(ref)
+                if version.kind == "embedding":
+                    await self.encoder(ref)
+                else:
+                    await self.text_engine(ref)
+            except StratumError:
+                if ref in self.pinned_refs:
+                    raise
+                log.warning("could not preload pinned model %s", ref, exc_info=True)
+                continue
+            loaded.append(ref)
+        return loaded
 
     def loaded(self) -> list[tuple[ModelVersionPublic, Any]]:
         """Loaded engines and encoders (adapters live inside their base's engine)."""
