@@ -9,10 +9,8 @@ from __future__ import annotations
 import pytest
 from fastapi.routing import APIRoute
 
-from stratum.gateway.routes import admin, datasets, guard, jobs
+from stratum.gateway.routes import admin, databases, datasets, guard, jobs
 from stratum.gateway.routes.kb import router as kb_router
-from stratum.gateway.routes.admin import router
-from stratum.gateway.routes.databases import router as databases_router
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from stratum.knowledge.schemas import KbCreate
 from tests.gateway.conftest import Gateway
@@ -24,7 +22,34 @@ BODIES = {
     ("PATCH", "/admin/v1/orgs/{org}/projects/{project}"): {"rpm": 5},
     ("POST", "/admin/v1/orgs/{org}/projects/{project}/keys"): {"role": "developer"},
     ("PUT", "/admin/v1/policies/{name}"): {"name": "r1", "actions": ["chat"]},
-    for router in ("POST", "/admin/v1/orgs/{org}/projects/{project}/jobs", "/admin/v1/orgs/{org}/projects/{project}/databases")
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/jobs"): {"kind": "sleep", "config": {"seconds": 0}},
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets"): {
+        "name": "d",
+        "rows": [{"instruction": "问", "output": "答"}],
+    },
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets/{dataset}/versions/{version}/transform"): {
+        "steps": ["clean"]
+    },
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets/{dataset}/versions/{version}/review"): [
+        {"row_index": 0, "decision": "accept"}
+    ],
+    ("PATCH", "/admin/v1/orgs/{org}/projects/{project}/guard"): {"injection": "block"},
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/guard/words"): {"add": ["词"]},
+    ("PATCH", "/admin/v1/guard/default"): {"injection": "block"},
+    ("POST", "/admin/v1/guard/default/words"): {"add": ["词"]},
+    ("POST", "/admin/v1/guard/scan"): {"text": "x"},
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/databases"): {
+        "name": "sales",
+        "url": "sqlite:///sales.db",
+        "model": "fake",
+        "tables": {"orders": ["*"]},
+    },
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/databases/{name}/query"): {"sql": "SELECT 1"},
+}
+ADMIN_ROUTES = sorted(
+    (method, route.path)
+    for router in (admin.router, datasets.router, guard.router, jobs.router, databases.router)
+    for route in router.routes
     if isinstance(route, APIRoute)
     for method in route.methods
 )
