@@ -46,15 +46,18 @@ def test_import_transform_diff_review(gateway: Gateway, developer: dict[str, str
     bad_step = client.post(f"{BASE}/faq/versions/1/transform", json={"steps": ["nope"]}, headers=developer)
     assert bad_step.status_code == 400 and "unknown step" in bad_step.json()["error"]["message"]
 
-    # Review: label through the service (the labeller is configured by the operator), decide via API.
-    from stratum.data import DatasetService
-    from stratum.data.review import KeywordLabeller, ReviewService
-
-    service = ReviewService(DatasetService(gateway.state.db, gateway.state.settings))
-    labelled, queued = service.label(
-        "faq", KeywordLabeller(rules={"退款": ["退款"], "发票": ["发票"]}), threshold=0.6, project="acme/bot"
+    # Review: pre-label with keyword rules, decide and commit through the API.
+    labelled = client.post(
+        f"{BASE}/faq/versions/latest/label",
+        json={"rules": {"退款": ["退款"], "发票": ["发票"]}, "threshold": 0.6},
+        headers=developer,
     )
-    assert labelled.ref == "acme/bot/faq@3" and queued == 3
+    assert labelled.status_code == 201, labelled.text
+    assert labelled.json()["version"]["ref"] == "acme/bot/faq@3" and labelled.json()["queued"] == 3
+    bad_rules = client.post(
+        f"{BASE}/faq/versions/3/label", json={"rules": {"x": ["re:("]}}, headers=developer
+    )
+    assert bad_rules.status_code == 400 and "bad regex" in bad_rules.json()["error"]["message"]
     queue = client.get(f"{BASE}/faq/versions/3/review", headers=developer).json()
     assert [item["row_index"] for item in queue] == [0, 1, 2]
     early = client.post(f"{BASE}/faq/versions/3/review/commit", headers=developer)

@@ -30,6 +30,9 @@ BODIES = {
     ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets/{dataset}/versions/{version}/transform"): {
         "steps": ["clean"]
     },
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets/{dataset}/versions/{version}/label"): {
+        "rules": {"a": ["b"]}
+    },
     ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets/{dataset}/versions/{version}/review"): [
         {"row_index": 0, "decision": "accept"}
     ],

@@ -113,3 +113,16 @@ class TransformRequest(BaseModel):
     params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Parameters per step name, e.g. {'dedup': {'threshold': 0.8}}."
     )
+
+
+class LabelRequest(BaseModel):
+    """Admin API body: keyword/regex pre-labelling (``re:`` prefix for a regex), queue below threshold."""
+
+    rules: dict[str, list[str]]
+    default: str | None = None
+    threshold: float = Field(default=0.6, ge=0, le=1)
+
+
+class LabelResult(BaseModel):
+    version: DatasetVersion
+    queued: int

@@ -16,8 +16,16 @@ from fastapi import APIRouter, Query, status
 
 from stratum.data import DatasetPublic, DatasetService, DatasetVersion
 from stratum.data.formats import SourceRow
-from stratum.data.review import ReviewService
-from stratum.data.schemas import DatasetDiff, DatasetImport, ReviewDecision, ReviewItem, TransformRequest
+from stratum.data.review import KeywordLabeller, ReviewService
+from stratum.data.schemas import (
+    DatasetDiff,
+    DatasetImport,
+    LabelRequest,
+    LabelResult,
+    ReviewDecision,
+    ReviewItem,
+    TransformRequest,
+)
 from stratum.data.transforms import TransformService
 from stratum.errors import NotFound
 from stratum.gateway.deps import ContextDep, RequestContext, StateDep
@@ -142,6 +150,35 @@ async def transform(
             f"{dataset}@{version}", body.steps, body.params, project=path, actor=context.principal.key_id
         )
     )
+
+
+@router.post(
+    "/{dataset}/versions/{version}/label", response_model=LabelResult, status_code=status.HTTP_201_CREATED
+)
+async def label(
+    org: str,
+    project: str,
+    dataset: str,
+    version: str,
+    body: LabelRequest,
+    context: ContextDep,
+    state: StateDep,
+) -> LabelResult:
+    """Pre-label with keyword/regex rules; rows below ``threshold`` are queued for review."""
+    path = await _scope(context, state, org, project, "datasets.write")
+
+    def run() -> LabelResult:
+        labeller = KeywordLabeller(rules=body.rules, default=body.default)
+        made, queued = ReviewService(_service(state)).label(
+            f"{dataset}@{version}",
+            labeller,
+            threshold=body.threshold,
+            project=path,
+            actor=context.principal.key_id,
+        )
+        return LabelResult(version=made, queued=queued)
+
+    return await anyio.to_thread.run_sync(run)
 
 
 @router.get("/{dataset}/versions/{version}/review", response_model=list[ReviewItem])
