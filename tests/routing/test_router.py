@@ -81,3 +81,23 @@ async def test_open_circuits_are_skipped_and_missing_backends_reported() -> None
     assert router.breakers()["local@1"].state == "open"
     assert await _order(router, plan, engines) == [("cloud@1", False)]
     assert len(plan.errors) == 1 and plan.errors[0].code == "model_not_found"
+
+
+class Checked(Engine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ok = False
+
+    async def check_health(self) -> bool:
+        return self.ok
+
+
+async def test_health_checks_open_circuits_and_let_a_recovered_backend_try_again() -> None:
+    router = _router()
+    engine = Checked()
+    for _ in range(2):
+        await router.check_health([("up@1", engine), ("local@1", Engine())])
+    assert router.breakers()["up@1"].state == "open" and "local@1" not in router.breakers()
+    engine.ok = True
+    await router.check_health([("up@1", engine)])
+    assert router.breakers()["up@1"].state == "half_open"
