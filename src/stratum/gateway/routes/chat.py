@@ -14,7 +14,7 @@ from stratum.gateway.deps import ContextDep, Permit, StateDep
 from stratum.gateway.generation import Generation, sampling_params
 from stratum.gateway.metering import ChatMeter
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
-from stratum.gateway.serving import choose_version, served_hook
+from stratum.gateway.serving import text_engine_for
 from stratum.gateway.sse import DONE, error_event, event
 from stratum.protocol.base import Usage, dump, new_id, now
 from stratum.protocol.chat import (
@@ -51,11 +51,7 @@ async def create_chat_completion(
         log.debug("ignoring unknown fields %s", body.unknown_fields())
     recorder = Recorder(state.metrics, endpoint="chat", model=body.model, started=context.started)
     try:
-        ref, deployment = choose_version(state, context, body.model, user=body.user)
-        version, engine = await state.pool.text_engine(ref)
-        recorder.on_done = served_hook(
-            state, context, model=body.model, version_ref=version.ref, deployment=deployment
-        )
+        version, engine = await text_engine_for(state, context, recorder, body.model, user=body.user)
         if body.tools and version.source != "upstream":
             raise UnsupportedFeature("tools are only supported on upstream models for now", param="tools")
         sent = body.model_dump(exclude_none=True)  # includes unknown fields the client sent
