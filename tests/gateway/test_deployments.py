@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from stratum.deployments.schemas import Thresholds
 from stratum.engine.base import GenerationChunk, GenerationRequest, ModelInfo
 from stratum.engine.fake import FakeEngine
-from stratum.errors import UpstreamError
+from stratum.errors import EngineError, UpstreamError
 from stratum.gateway.app import create_app
 from stratum.registry.schemas import ModelVersionPublic
 from stratum.settings import Settings
@@ -32,6 +32,8 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     )
 
     def factory(version: ModelVersionPublic) -> FakeEngine:
+        if version.upstream_model == "unloadable":
+            raise EngineError("the weights of this version cannot be loaded")
         engine = BrokenEngine if version.upstream_model == "broken" else FakeEngine
         made = engine([])
         made.info = ModelInfo(architecture="FakeEngine", context_length=4096)
@@ -39,7 +41,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 
     with TestClient(create_app(settings, engine_factory=factory)) as client:
         state = client.app.state.stratum  # type: ignore[attr-defined]
-        for upstream_model in ("good", "broken", "good"):
+        for upstream_model in ("good", "broken", "good", "unloadable"):
             state.registry.add_model(
                 name="bot",
                 source="upstream",
@@ -185,3 +187,15 @@ def test_two_gateways_agree(client: TestClient, tmp_path: Path) -> None:
         assert a.canary.tick() == []  # the change is applied once
         a.router.refresh()  # what A's refresh task does every second
         assert {ref for _, ref in _ask(client, 5)} == {"bot@1"}
+
+
+def test_a_candidate_that_cannot_load_counts_as_failing(client: TestClient) -> None:
+    state = client.app.state.stratum  # type: ignore[attr-defined]
+    state.deployments.start_canary(
+        name="bot", candidate="4", stable="1", steps=[50, 100], thresholds=Thresholds(min_samples=5)
+    )
+    state.router.refresh()
+    served = _ask(client, 30)
+    assert {(status, ref) for status, ref in served} == {(200, "bot@1"), (500, "bot@4")}
+    [(_, verdict)] = _sync(client)  # type: ignore[misc]
+    assert verdict.action == "rollback" and verdict.candidate.errors == verdict.candidate.requests

@@ -328,7 +328,6 @@ class DeploymentService:
     def _event(
         self, session: Session, row: DeploymentRow, *, action: str, actor: str, detail: dict[str, Any]
     ) -> None:
-        detail = audit._plain(detail)  # JSON-safe (datetimes, Decimals) exactly as the audit hashes it
         session.add(
             DeploymentEventRow(
                 deployment=row.name,

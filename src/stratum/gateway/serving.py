@@ -5,15 +5,39 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from stratum.engine.base import TextEngine
 from stratum.gateway.deps import RequestContext
+from stratum.gateway.routes.streaming import Recorder
 from stratum.gateway.state import AppState
 from stratum.registry.responses import ServedResponse
+from stratum.registry.schemas import ModelVersionPublic
+
+
+async def text_engine_for(
+    state: AppState, context: RequestContext, recorder: Recorder, model: str, *, user: str | None
+) -> tuple[ModelVersionPublic, TextEngine]:
+    """The version and engine serving ``model`` for this request, with its outcome recorded.
+
+    A deployment's choice is recorded before the engine loads, so a candidate that cannot even load
+    counts as failing in the canary's numbers.
+    """
+    ref, deployment = choose_version(state, context, model, user=user)
+    if deployment is not None:
+        recorder.on_done = served_hook(state, context, model=model, version_ref=ref, deployment=deployment)
+    version, engine = await state.pool.text_engine(ref)
+    recorder.on_done = served_hook(
+        state, context, model=model, version_ref=version.ref, deployment=deployment
+    )
+    return version, engine
 
 
 def choose_version(
     state: AppState, context: RequestContext, model: str, *, user: str | None
 ) -> tuple[str, str | None]:
-    """(ref to serve, deployment name or None). A/B arms stick to the end user, else to the key."""
+    """(ref to serve, deployment name or None). A/B arms stick to the end user, else to the key.
+
+    A deployment's refs are exact versions (``NAME@V``), so the ref is the version that serves.
+    """
     route = state.router.route(model, subject=user or context.principal.key_id)
     return (route.ref, route.deployment) if route is not None else (model, None)
 

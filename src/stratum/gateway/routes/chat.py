@@ -69,9 +69,9 @@ async def create_chat_completion(
         # A deployment (canary / A-B) picks the version; otherwise the name goes to its route as is.
         target, deployment = choose_version(state, context, rag.model if rag else body.model, user=body.user)
         if deployment is not None:
-            version = await state.pool.resolve(target)
+            # Recorded before anything loads: a candidate that cannot even load counts as failing.
             recorder.on_done = served_hook(
-                state, context, model=body.model, version_ref=version.ref, deployment=deployment
+                state, context, model=body.model, version_ref=target, deployment=deployment
             )
         sent = body.model_dump(exclude_none=True)  # includes unknown fields the client sent
         passthrough = {k: sent[k] for k in _PASSTHROUGH if k in sent}

@@ -14,7 +14,7 @@ from stratum.gateway.generation import Generation, sampling_params
 from stratum.gateway.guarding import Guarded
 from stratum.gateway.metering import CompletionsMeter
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
-from stratum.gateway.serving import choose_version, served_hook
+from stratum.gateway.serving import text_engine_for
 from stratum.gateway.sse import DONE, error_event, event
 from stratum.protocol.base import Usage, dump, new_id, now
 from stratum.protocol.completions import Completion, CompletionChoice, CompletionRequest
@@ -41,10 +41,8 @@ async def create_completion(
             raise UnsupportedFeature("suffix (fill-in-the-middle) is not supported", param="suffix")
         guarded = await Guarded.open(state, context, meter)
         prompts = await guarded.prompts(_prompts(body))
-        ref, deployment = choose_version(state, context, body.model, user=getattr(body, "user", None))
-        version, engine = await state.pool.text_engine(ref)
-        recorder.on_done = served_hook(
-            state, context, model=body.model, version_ref=version.ref, deployment=deployment
+        version, engine = await text_engine_for(
+            state, context, recorder, body.model, user=getattr(body, "user", None)
         )
         requests = [
             GenerationRequest(
