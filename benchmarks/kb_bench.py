@@ -104,6 +104,27 @@ def main() -> None:
     for row in rows:
         print("| " + " | ".join(str(v) for v in row.values()) + " |")
 
+    # Refusal threshold: the best cosine of in-corpus questions vs questions the corpus cannot answer.
+    outside = [
+        "火星探测器的推进剂是什么型号？",
+        "明天上海的天气怎么样？",
+        "如何用 Rust 写一个 HTTP 服务器？",
+        "Who won the 1998 football world cup?",
+        "量子纠缠的基本原理是什么？",
+    ]
+
+    def best(query: str) -> float:
+        hits = service.search(kbs[0], SearchRequest(query=query, k=1, mode="dense"), encoder=encoder).hits
+        return hits[0].dense_score or 0.0
+
+    inside_scores = [best(q.question) for q in questions]
+    outside_scores = [best(q) for q in outside]
+    print(
+        f"\nbest dense cosine, answerable questions: min {min(inside_scores):.3f} "
+        f"p10 {pct(inside_scores, 10):.3f} median {statistics.median(inside_scores):.3f}"
+    )
+    print("best dense cosine, unanswerable questions: " + ", ".join(f"{s:.3f}" for s in outside_scores))
+
     # 10k chunks: texts cycled from the corpus, clustered vectors, real query embeddings.
     snapshot = service.snapshot(kbs[0])
     texts = [c.text for c in snapshot.chunks]
