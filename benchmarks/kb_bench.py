@@ -89,7 +89,7 @@ def main() -> None:
         kbs.append(service.get(project="bench/kb", name=kb.name))
 
     questions = load_questions(CORPUS / "questions.jsonl")
-    print(f"\n{len(questions)} questions, k=5\n")
+    print(f"\n{len(questions)} questions, k=3\n")
     rows = []
     for kb in kbs:
         service.snapshot(kb)
@@ -98,7 +98,7 @@ def main() -> None:
             def search(request, kb=kb, mode=mode):  # type: ignore[no-untyped-def]
                 return service.search(kb, request.model_copy(update={"mode": mode}), encoder=encoder)
 
-            rows.append(evaluate(f"chunk {kb.settings.chunk_size} {mode}", questions, search, k=5).row())
+            rows.append(evaluate(f"chunk {kb.settings.chunk_size} {mode}", questions, search, k=3).row())
     print("| " + " | ".join(rows[0]) + " |")
     print("|" + "---|" * len(rows[0]))
     for row in rows:
