@@ -89,7 +89,7 @@ def main() -> None:
         kbs.append(service.get(project="bench/kb", name=kb.name))
 
     questions = load_questions(CORPUS / "questions.jsonl")
-    print(f"\n{len(questions)} questions, k=5\n")
+    print(f"\n{len(questions)} questions, k=3\n")
     rows = []
     for kb in kbs:
         service.snapshot(kb)
@@ -98,11 +98,32 @@ def main() -> None:
             def search(request, kb=kb, mode=mode):  # type: ignore[no-untyped-def]
                 return service.search(kb, request.model_copy(update={"mode": mode}), encoder=encoder)
 
-            rows.append(evaluate(f"chunk {kb.settings.chunk_size} {mode}", questions, search, k=5).row())
+            rows.append(evaluate(f"chunk {kb.settings.chunk_size} {mode}", questions, search, k=3).row())
     print("| " + " | ".join(rows[0]) + " |")
     print("|" + "---|" * len(rows[0]))
     for row in rows:
         print("| " + " | ".join(str(v) for v in row.values()) + " |")
+
+    # Refusal threshold: the best cosine of in-corpus questions vs questions the corpus cannot answer.
+    outside = [
+        "火星探测器的推进剂是什么型号？",
+        "明天上海的天气怎么样？",
+        "如何用 Rust 写一个 HTTP 服务器？",
+        "Who won the 1998 football world cup?",
+        "量子纠缠的基本原理是什么？",
+    ]
+
+    def best(query: str) -> float:
+        hits = service.search(kbs[0], SearchRequest(query=query, k=1, mode="dense"), encoder=encoder).hits
+        return hits[0].dense_score or 0.0
+
+    inside_scores = [best(q.question) for q in questions]
+    outside_scores = [best(q) for q in outside]
+    print(
+        f"\nbest dense cosine, answerable questions: min {min(inside_scores):.3f} "
+        f"p10 {pct(inside_scores, 10):.3f} median {statistics.median(inside_scores):.3f}"
+    )
+    print("best dense cosine, unanswerable questions: " + ", ".join(f"{s:.3f}" for s in outside_scores))
 
     # 10k chunks: texts cycled from the corpus, clustered vectors, real query embeddings.
     snapshot = service.snapshot(kbs[0])

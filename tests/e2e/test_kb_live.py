@@ -23,6 +23,7 @@ from stratum.knowledge.chunking import chunk_blocks
 from stratum.knowledge.extract import extract
 from tests.e2e.conftest import STRATUM, start_server, stop_server
 from tests.knowledge.conftest import CORPUS
+from tests.tiny import build_tiny_llama
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,9 @@ def _count(db: Path, sql: str) -> int:
         return int(connection.execute(sql).fetchone()[0])
 
 
-def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> None:
+    # A context long enough for a grounded prompt (the shared tiny model has 256 positions).
+    tiny_model_dir = build_tiny_llama(tmp_path / "tiny", context_length=2048)
     home = tmp_path / "home"
     folder = tmp_path / "资料"
     folder.mkdir()

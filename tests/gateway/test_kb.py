@@ -178,3 +178,46 @@ def test_extractive_mode_and_refusal(gateway: Gateway, admin: dict[str, str], do
         headers=admin,
     )
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "knowledge_bases"
+
+
+def test_grounded_prompt_fits_the_generator_context() -> None:
+    from stratum.engine.base import GenerationRequest, ModelInfo, SamplingParams
+    from stratum.engine.fake import FakeEngine
+    from stratum.gateway.routes.kb_chat import KbChat
+    from stratum.knowledge.answer import Grounding
+    from stratum.knowledge.schemas import ChunkHit
+
+    engine = FakeEngine()
+    engine.info = ModelInfo(context_length=400)  # the fake counts one token per character
+    hits = [
+        (
+            None,
+            ChunkHit(
+                rank=i,
+                chunk_id=f"c{i}",
+                source="手册.md",
+                page=i,
+                heading_path=[],
+                text="资料" * 150,
+                score=1 / i,
+            ),
+        )
+        for i in (1, 2, 3)
+    ]
+    citations = [{"index": i, "chunk_id": f"c{i}"} for i in (1, 2, 3)]
+    question = [{"role": "user", "content": "问题是什么？"}]
+    plan = KbChat(
+        model="fake", messages=question, citations=citations, grounding=Grounding("问题是什么？", hits)
+    )  # type: ignore[arg-type]
+    messages = plan.messages_for(engine, 50)
+    used = engine.count_prompt_tokens(
+        GenerationRequest(request_id="x", params=SamplingParams(), messages=messages)
+    )
+    assert used is not None and used <= 350
+    assert "[1] (手册.md, p.1)" in messages[0]["content"] and "[2]" not in messages[0]["content"]
+    assert plan.citations == citations[:1] and messages[-1] == question[0]
+    roomy = KbChat(
+        model="fake", messages=question, citations=citations, grounding=Grounding("问题是什么？", hits)
+    )  # type: ignore[arg-type]
+    engine.info = ModelInfo(context_length=4096)
+    assert "[3]" in roomy.messages_for(engine, 50)[0]["content"] and len(roomy.citations) == 3

@@ -131,3 +131,34 @@ def test_export_import_round_trip(
     (tmp_path / "junk.zip").write_bytes(b"junk")
     with pytest.raises(InvalidRequest):
         import_kb(db, service, tmp_path / "junk.zip", project=kb.project)
+
+
+def test_an_interrupted_ingest_resumes_without_duplicates_or_losses(
+    service: KnowledgeService, kb: KbPublic, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stratum.knowledge.service as module
+
+    monkeypatch.setattr(module, "INGEST_BATCH", 2)
+
+    class Crashing(HashEncoder):
+        def encode(self, texts, *, kind="passage"):  # type: ignore[no-untyped-def]
+            if self.calls == 4:
+                raise KeyboardInterrupt  # like a kill between two batches
+            return super().encode(texts, kind=kind)
+
+    with pytest.raises(KeyboardInterrupt):
+        service.ingest(kb, [folder], encoder=Crashing())
+    assert service.progress[kb.id].state == "failed"
+    partial = [d for d in service.documents(kb) if d.status == "partial"]
+    assert len(partial) == 1 and 0 < partial[0].chunks_done < partial[0].chunks_total
+    encoder = HashEncoder()
+    resumed = service.ingest(kb, [folder], encoder=encoder)
+    assert resumed.chunks_resumed == partial[0].chunks_done and resumed.files_failed == 0
+    fresh = service.create(KbCreate(name="fresh", settings=kb.settings), project=kb.project)
+    clean = service.ingest(fresh, [folder], encoder=HashEncoder())
+    assert service.get(project=kb.project, name="docs").chunks == clean.chunks_done
+    query = SearchRequest(query="自行车 封顶 十元", k=20, mode="bm25")
+    assert [h.text for h in service.search(kb, query, encoder=None).hits] == [
+        h.text for h in service.search(fresh, query, encoder=None).hits
+    ]
+    assert all(d.status == "done" for d in service.documents(kb))

@@ -65,13 +65,18 @@ class ExactIndex:
         return len(self._ids)
 
 
-def top_k(scores: np.ndarray, k: int, ids: Sequence[str]) -> list[tuple[str, float]]:
+def top_positions(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """Positions and scores of the ``k`` highest ``scores``, best first."""
     k = min(k, len(scores))
     if k <= 0:
         return []
     best = np.argpartition(-scores, k - 1)[:k]
     best = best[np.argsort(-scores[best], kind="stable")]
-    return [(ids[i], float(scores[i])) for i in best]
+    return [(int(i), float(scores[i])) for i in best]
+
+
+def top_k(scores: np.ndarray, k: int, ids: Sequence[str]) -> list[tuple[str, float]]:
+    return [(ids[i], s) for i, s in top_positions(scores, k)]
 
 
 class HnswIndex:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from stratum.knowledge.index import VectorIndex, top_k
+from stratum.knowledge.index import VectorIndex, top_positions
 from stratum.knowledge.schemas import SearchFilters
 
 # How deep each list goes before fusion: enough that a chunk ranked well by one side only still
@@ -108,8 +108,7 @@ class Snapshot:
             return [(self.position[i], s) for i, s in self.index.search(query, depth)]
         allowed = np.flatnonzero(mask)
         scores = self.vectors[allowed] @ query
-        ids = [str(p) for p in allowed]
-        return [(int(p), s) for p, s in top_k(scores, depth, ids)]
+        return [(int(allowed[i]), s) for i, s in top_positions(scores, depth)]
 
     def lexical(self, tokens: list[str], depth: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
         if self._bm25 is None or not tokens:
@@ -117,8 +116,7 @@ class Snapshot:
         scores = np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
         if mask is not None:
             scores = np.where(mask, scores, 0.0)
-        ranked = top_k(scores, depth, [str(i) for i in range(len(scores))])
-        return [(int(p), s) for p, s in ranked if s > 0]
+        return [(p, s) for p, s in top_positions(scores, depth) if s > 0]
 
     def search(
         self,

@@ -12,6 +12,7 @@ progress.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import anyio
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
 from stratum.engine.base import Encoder
 from stratum.errors import Conflict, InvalidRequest, NotFound, PolicyDenied
@@ -201,6 +203,8 @@ async def export(
 ) -> FileResponse:
     """The KB as one archive (chunks, vectors, settings); ``stratum kb import`` reads it."""
     found = await resolve_kb(context, state, kb, project, "read")
-    target = Path(tempfile.mkdtemp(prefix="stratum-kb-")) / f"{found.name}.zip"
+    folder = Path(tempfile.mkdtemp(prefix="stratum-kb-"))
+    target = folder / f"{found.name}.zip"
     await anyio.to_thread.run_sync(lambda: export_kb(state.db, found, target))
-    return FileResponse(target, media_type="application/zip", filename=target.name)
+    cleanup = BackgroundTask(shutil.rmtree, folder, ignore_errors=True)
+    return FileResponse(target, media_type="application/zip", filename=target.name, background=cleanup)

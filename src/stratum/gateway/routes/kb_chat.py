@@ -35,6 +35,8 @@ from stratum.protocol.base import new_id, now
 from stratum.protocol.chat import ChatCompletionRequest
 
 KB_PREFIX = "kb/"
+# A source cut to fit a small context keeps at least this many characters.
+MIN_SOURCE_CHARS = 40
 
 
 @dataclass
@@ -61,10 +63,17 @@ class KbChat:
             messages = grounded_messages(trial, self.messages)
             request = GenerationRequest(request_id="kb-fit", params=SamplingParams(), messages=messages)
             tokens = engine.count_prompt_tokens(request)
-            if tokens is None or tokens <= budget or len(hits) <= 1:
+            if tokens is None or tokens <= budget:
                 self.citations = self.citations[: len(hits)]
                 return messages
-            hits.pop()
+            if len(hits) > 1:
+                hits.pop()
+                continue
+            kb, hit = hits[0]
+            if len(hit.text) <= MIN_SOURCE_CHARS:  # nothing sensible left to cut: the engine decides
+                self.citations = self.citations[:1]
+                return messages
+            hits = [(kb, hit.model_copy(update={"text": hit.text[: len(hit.text) // 2]}))]
 
     def annotate(self, payload: dict[str, Any]) -> dict[str, Any]:
         payload["citations"] = self.citations
