@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from typer.testing import CliRunner
 
@@ -119,16 +120,26 @@ def test_label_and_scripted_review(runner: CliRunner, tmp_path: Path) -> None:
     assert rows[0]["label"] == "退款"
 
 
-def test_interactive_review(runner: CliRunner, tmp_path: Path) -> None:
+def test_interactive_review(runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _json(runner, "data", "import", str(_write(tmp_path / "faq.jsonl", ROWS[2:])))
     rules = tmp_path / "rules.json"
     rules.write_text(json.dumps({"发票": ["发票"]}, ensure_ascii=False), encoding="utf-8")
     _json(runner, "data", "label", "faq", "--rules", str(rules))
-    result = runner.invoke(app, ["data", "review", "faq@2"], input="a\nr\n")
+    edited = {
+        "messages": [{"role": "user", "content": "周末有人吗"}, {"role": "assistant", "content": "有的。"}]
+    }
+    monkeypatch.setattr(click, "edit", lambda text, extension: json.dumps(edited, ensure_ascii=False))
+    # Row 0 (发票, 0.5): edit with label 咨询; row 1 (no keyword, 0.0): reject.
+    result = runner.invoke(app, ["data", "review", "faq@2"], input="e\n咨询\nr\n")
     assert result.exit_code == 0, result.output
     assert "2 decisions recorded, 0 rows still pending" in result.stdout
     final = _json(runner, "data", "show", "faq@3")
     assert final["row_count"] == 1 and final["report"]["dropped"] == {"rejected": 1}
+    assert final["report"]["changed"] == 1
+    exported = tmp_path / "final.jsonl"
+    _json(runner, "data", "export", "faq@3", str(exported))
+    row = json.loads(exported.read_text(encoding="utf-8"))
+    assert row["messages"] == edited["messages"] and row["label"] == "咨询"
 
 
 def test_llm_labeller_and_backtranslate_through_an_openai_server(

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 
 from stratum.cli.data import JsonFlag, Project, Ref, dataset_service, print_version
@@ -137,8 +138,12 @@ def _interactive(items: list[Any]) -> list[Any]:
             decisions.append(ReviewDecision(row_index=item.row_index, decision="reject"))
         elif choice == "e":
             new_label = typer.prompt("label", default=item.label or "").strip() or None
-            edited = typer.edit(json.dumps(item.row, ensure_ascii=False, indent=2), extension=".json")
-            row = json.loads(edited) if edited else None
+            # $EDITOR on the row as JSON; closing it unchanged keeps the row (a label-only edit).
+            edited = click.edit(json.dumps(item.row, ensure_ascii=False, indent=2), extension=".json")
+            try:
+                row = json.loads(edited) if edited else None
+            except json.JSONDecodeError as exc:
+                raise CliError(f"the edited row is not valid JSON: {exc.msg}") from exc
             decisions.append(
                 ReviewDecision(row_index=item.row_index, decision="edit", row=row, label=new_label)
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -511,7 +512,7 @@ def record_lineage(session: Session, version: DatasetVersion, *, actor: str) -> 
     the registry's lineage graph, in the version's own transaction. The lineage graph arrives with
     the releases work (``stratum.registry.lineage``); without it there is nothing to record into."""
     try:
-        from stratum.registry import lineage
+        lineage = importlib.import_module("stratum.registry.lineage")
     except ImportError:
         return
     assert version.parent is not None

@@ -54,7 +54,7 @@ def to_table(fmt: str, rows: list[dict[str, Any]]) -> pa.Table:
 
 def from_table(table: pa.Table) -> list[dict[str, Any]]:
     """Rows back as dicts, with absent meta fields left out (as they were written)."""
-    rows = table.to_pylist()
+    rows: list[dict[str, Any]] = table.to_pylist()
     for row in rows:
         for name in META_FIELDS:
             if name in row and row[name] is None:

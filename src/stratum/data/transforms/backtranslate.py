@@ -42,8 +42,14 @@ async def _round_trip(engine: TextEngine, text: str, params: dict[str, Any]) -> 
 
 
 def _texts(row: dict[str, Any], fmt: str) -> list[str]:
+    """The prompt-side texts, in the order ``_prompt_side`` visits them."""
     texts: list[str] = []
-    _prompt_side(row, fmt, lambda text: texts.append(text) or text)
+
+    def collect(text: str) -> str:
+        texts.append(text)
+        return text
+
+    _prompt_side(row, fmt, collect)
     return texts
 
 
