@@ -55,7 +55,11 @@ def create_app(
         db = Database(settings.resolved_database_url)
         await anyio.to_thread.run_sync(db.migrate)
         registry = RegistryService(db)
-        quota_counters = counters or await anyio.to_thread.run_sync(_counters_from_settings, settings, db)
+        quota_counters = (
+            counters
+            if counters is not None
+            else await anyio.to_thread.run_sync(_counters_from_settings, settings, db)
+        )
         state = AppState(
             settings=settings,
             db=db,
