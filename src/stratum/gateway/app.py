@@ -75,7 +75,11 @@ def create_app(
         db = Database(settings.resolved_database_url)
         await anyio.to_thread.run_sync(db.migrate)
         registry = RegistryService(db)
-        quota_counters = counters or await anyio.to_thread.run_sync(_counters_from_settings, settings, db)
+        quota_counters = (
+            counters
+            if counters is not None
+            else await anyio.to_thread.run_sync(_counters_from_settings, settings, db)
+        )
         metrics = Metrics()
         # One HTTP/2-capable connection pool for every upstream engine.
         http = shared_client(timeout=settings.upstream_timeout, http2=settings.upstream_http2)
