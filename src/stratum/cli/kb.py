@@ -159,10 +159,8 @@ def ingest(
     run resumed where it stopped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from stratum.knowledge import service as service_module
     from stratum.knowledge.schemas import IngestProgress
 
-    service_module.INGEST_BATCH = batch_size
     with _knowledge() as (db, service):
         found = service.resolve(kb)
         encoder = _encoder(db, found.settings.embedding_model)
@@ -192,7 +190,12 @@ def ingest(
                     )
 
             result = service.ingest(
-                found, paths, encoder=encoder, tags=[t for t in (tags or "").split(",") if t], progress=show
+                found,
+                paths,
+                encoder=encoder,
+                tags=[t for t in (tags or "").split(",") if t],
+                progress=show,
+                batch_size=batch_size,
             )
     if as_json:
         print_json(result.summary())

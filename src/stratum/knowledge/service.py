@@ -209,6 +209,7 @@ class KnowledgeService:
         tags: Sequence[str] = (),
         doc_date: datetime | None = None,
         progress: ProgressCallback | None = None,
+        batch_size: int = INGEST_BATCH,
     ) -> IngestProgress:
         """Ingest files and folders; unchanged files are skipped, changed ones replaced, partial
         ones resumed. Returns the final progress (``files_failed`` counts files that could not be
@@ -238,7 +239,9 @@ class KnowledgeService:
                 state.current = source
                 report()
                 try:
-                    self._ingest_file(kb, path, source, config, encoder, tags, doc_date, state, report)
+                    self._ingest_file(
+                        kb, path, source, config, encoder, tags, doc_date, state, report, batch_size
+                    )
                 except (InvalidRequest, ImportError, OSError, ValueError) as error:
                     state.files_failed += 1
                     message = getattr(error, "message", None) or str(error)
@@ -268,6 +271,7 @@ class KnowledgeService:
         doc_date: datetime | None,
         state: IngestProgress,
         report: Callable[[], None],
+        batch_size: int,
     ) -> None:
         data = path.read_bytes()
         fingerprint = hashlib.sha256(data + config.encode()).hexdigest()
@@ -311,8 +315,8 @@ class KnowledgeService:
                 state.chunks_resumed += start
         state.chunks_total += len(chunks)
         state.chunks_done += start
-        for begin in range(start, len(chunks), INGEST_BATCH):
-            batch = chunks[begin : begin + INGEST_BATCH]
+        for begin in range(start, len(chunks), batch_size):
+            batch = chunks[begin : begin + batch_size]
             vectors = encoder.encode([c.text for c in batch], kind="passage").astype("<f4")
             tokens = [" ".join(lexical_tokens(" ".join([*c.heading_path, c.text]))) for c in batch]
             end = begin + len(batch)
