@@ -59,6 +59,13 @@ def test_create_ingest_search_export_import(runner: CliRunner, tmp_path: Path) -
     )
     assert len(report) == 4 and all(r["hit@5"] == 1.0 and r["answer_recall"] == 1.0 for r in report)
     assert runner.invoke(app, ["kb", "delete", "茶2"]).exit_code == 0
+    changed = _json(runner, "kb", "set", "茶", "--generator", "qwen", "--read-roles", "developer,viewer")
+    assert changed["settings"]["generator_model"] == "qwen" and changed["settings"]["read_roles"] == [
+        "developer",
+        "viewer",
+    ]
+    bad = runner.invoke(app, ["kb", "set", "茶", "--retrieval", "magic"])
+    assert bad.exit_code == 1 and bad.stderr.startswith("error: invalid settings")
 
 
 def test_bad_input_is_one_line(runner: CliRunner, tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from stratum.knowledge.schemas import (
     KbCreate,
     KbPublic,
     KbSettings,
+    KbUpdate,
     SearchRequest,
     SearchResult,
 )
@@ -164,6 +165,33 @@ class KnowledgeService:
             names = ", ".join(kb.ref for kb in matches)
             raise InvalidRequest(f"{ref!r} is ambiguous ({names}): use ORG/PROJECT/NAME", param="kb")
         return matches[0]
+
+    def update(self, kb: KbPublic, change: KbUpdate) -> KbPublic:
+        with self._db.session() as session:
+            row = session.get(KnowledgeBaseRow, kb.id)
+            if row is None:
+                raise NotFound(f"knowledge base {kb.name!r} was deleted", code="kb_not_found")
+            merged = {**row.settings, **change.settings}
+            try:
+                settings = KbSettings.model_validate(merged)
+            except ValueError as exc:
+                raise InvalidRequest(f"invalid settings: {exc}", param="settings") from exc
+            if (
+                settings.embedding_model != row.settings.get("embedding_model")
+                and self._counts(session, kb.id)[1]
+            ):
+                raise InvalidRequest(
+                    "the embedding model of a KB with chunks cannot change: create a new KB and ingest again",
+                    param="settings.embedding_model",
+                )
+            row.settings = settings.model_dump(mode="json")
+            if change.description is not None:
+                row.description = change.description
+            # Retrieval settings (index kind) are part of the snapshot: make it rebuild.
+            row.revision += 1
+        with self._snapshot_lock:
+            self._snapshots.pop(kb.id, None)
+        return self.get(project=kb.project, name=kb.name)
 
     def delete(self, kb: KbPublic) -> None:
         with self._db.session() as session:
