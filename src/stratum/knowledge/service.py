@@ -95,6 +95,7 @@ class KnowledgeService:
         self._home = home
         self._snapshots: dict[str, Snapshot] = {}
         self._snapshot_lock = threading.Lock()
+        self._kb_locks: dict[str, threading.Lock] = {}
         # Progress of ingest runs by KB id, for the API (runs in this process only).
         self.progress: dict[str, IngestProgress] = {}
 
@@ -400,7 +401,13 @@ class KnowledgeService:
             revision = session.scalar(select(KnowledgeBaseRow.revision).where(KnowledgeBaseRow.id == kb.id))
         if revision is None:
             raise NotFound(f"knowledge base {kb.name!r} was deleted", code="kb_not_found")
+        cached = self._snapshots.get(kb.id)
+        if cached is not None and cached.revision == revision:
+            return cached
+        # One lock per KB: rebuilding a big KB's indexes does not hold up searches of the others.
         with self._snapshot_lock:
+            lock = self._kb_locks.setdefault(kb.id, threading.Lock())
+        with lock:
             cached = self._snapshots.get(kb.id)
             if cached is not None and cached.revision == revision:
                 return cached
