@@ -71,8 +71,7 @@ def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> No
         [STRATUM, "kb", "ingest", "手册", str(folder), "--batch-size", "2"],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 240
     stored = 0

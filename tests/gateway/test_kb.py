@@ -114,7 +114,25 @@ def test_ingest_needs_an_ingest_root_for_tenant_keys(
 def test_chat_with_a_generator_gets_grounded_prompt_and_citations(
     gateway: Gateway, admin: dict[str, str], docs: Path
 ) -> None:
-    _ingested(gateway, admin, docs, generator_model="fake")
+    _ingested(gateway, admin, docs)
+    changed = gateway.client.patch(
+        "/admin/v1/kb/手册",
+        params={"project": "acme/bot"},
+        json={"settings": {"generator_model": "fake", "top_k": 3}},
+        headers=admin,
+    )
+    assert changed.status_code == 200 and changed.json()["settings"]["generator_model"] == "fake"
+    frozen = gateway.client.patch(
+        "/admin/v1/kb/手册",
+        params={"project": "acme/bot"},
+        json={"settings": {"embedding_model": "other"}},
+        headers=admin,
+    )
+    assert frozen.status_code == 400 and frozen.json()["error"]["param"] == "settings.embedding_model"
+    bad = gateway.client.patch(
+        "/admin/v1/kb/手册", params={"project": "acme/bot"}, json={"settings": {"top_k": 0}}, headers=admin
+    )
+    assert bad.status_code == 400
     gateway.replies.extend(["借期为三十天 [1]。", "借期为三十天 [1]。"])
     gateway.state.pool._engines.clear()  # the fake engine reads replies when it is built
     body = {"model": "kb/手册", "messages": [{"role": "user", "content": "图书馆借书的借期是多少天？"}]}

@@ -260,6 +260,7 @@ KB_ROUTES = sorted(
 KB_BODIES = {
     ("POST", "/admin/v1/kb/{kb}/ingest"): {"paths": ["/tmp"]},
     ("POST", "/admin/v1/kb/{kb}/search"): {"query": "开放时间"},
+    ("PATCH", "/admin/v1/kb/{kb}"): {"settings": {"top_k": 3}},
 }
 
 

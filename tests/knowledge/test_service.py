@@ -134,12 +134,8 @@ def test_export_import_round_trip(
 
 
 def test_an_interrupted_ingest_resumes_without_duplicates_or_losses(
-    service: KnowledgeService, kb: KbPublic, folder: Path, monkeypatch: pytest.MonkeyPatch
+    service: KnowledgeService, kb: KbPublic, folder: Path
 ) -> None:
-    import stratum.knowledge.service as module
-
-    monkeypatch.setattr(module, "INGEST_BATCH", 2)
-
     class Crashing(HashEncoder):
         def encode(self, texts, *, kind="passage"):  # type: ignore[no-untyped-def]
             if self.calls == 4:
@@ -147,7 +143,7 @@ def test_an_interrupted_ingest_resumes_without_duplicates_or_losses(
             return super().encode(texts, kind=kind)
 
     with pytest.raises(KeyboardInterrupt):
-        service.ingest(kb, [folder], encoder=Crashing())
+        service.ingest(kb, [folder], encoder=Crashing(), batch_size=2)
     assert service.progress[kb.id].state == "failed"
     partial = [d for d in service.documents(kb) if d.status == "partial"]
     assert len(partial) == 1 and 0 < partial[0].chunks_done < partial[0].chunks_total

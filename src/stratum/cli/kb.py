@@ -136,6 +136,40 @@ def list_kbs(as_json: JsonFlag = False) -> None:
     )
 
 
+@app.command("set")
+def set_settings(
+    kb: KbArg,
+    generator: Annotated[
+        str | None, typer.Option("--generator", help="Chat model answering kb/NAME.")
+    ] = None,
+    refusal_threshold: Annotated[float | None, typer.Option("--refusal-threshold")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Sources given to the generator.")] = None,
+    retrieval: Annotated[str | None, typer.Option("--retrieval", help="hybrid, dense or bm25.")] = None,
+    read_roles: Annotated[str | None, typer.Option("--read-roles", help="e.g. developer,viewer")] = None,
+    write_roles: Annotated[str | None, typer.Option("--write-roles", help="e.g. developer")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change a KB's settings (options left out keep their value)."""
+    from stratum.knowledge.schemas import KbUpdate
+
+    sent = {
+        "generator_model": generator,
+        "refusal_threshold": refusal_threshold,
+        "top_k": top_k,
+        "retrieval": retrieval,
+        "read_roles": read_roles.split(",") if read_roles is not None else None,
+        "write_roles": write_roles.split(",") if write_roles is not None else None,
+    }
+    with _knowledge() as (_, service):
+        found = service.update(
+            service.resolve(kb), KbUpdate(settings={k: v for k, v in sent.items() if v is not None})
+        )
+    if as_json:
+        print_json(found.model_dump(mode="json"))
+        return
+    print_fields(_summary(found), title="settings updated")
+
+
 @app.command("delete")
 def delete(kb: KbArg) -> None:
     """Delete a knowledge base with its documents and chunks."""
@@ -159,10 +193,8 @@ def ingest(
     run resumed where it stopped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from stratum.knowledge import service as service_module
     from stratum.knowledge.schemas import IngestProgress
 
-    service_module.INGEST_BATCH = batch_size
     with _knowledge() as (db, service):
         found = service.resolve(kb)
         encoder = _encoder(db, found.settings.embedding_model)
@@ -192,7 +224,12 @@ def ingest(
                     )
 
             result = service.ingest(
-                found, paths, encoder=encoder, tags=[t for t in (tags or "").split(",") if t], progress=show
+                found,
+                paths,
+                encoder=encoder,
+                tags=[t for t in (tags or "").split(",") if t],
+                progress=show,
+                batch_size=batch_size,
             )
     if as_json:
         print_json(result.summary())

@@ -18,6 +18,7 @@ import io
 import json
 import uuid
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -141,8 +142,6 @@ def import_kb(
         settings=KbSettings(**manifest["settings"]),
     )
     kb = service.create(spec, project=project)
-    from datetime import datetime
-
     try:
         with db.session() as session:
             doc_ids = {}

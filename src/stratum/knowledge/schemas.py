@@ -65,6 +65,16 @@ class KbCreate(BaseModel):
         return value
 
 
+class KbUpdate(BaseModel):
+    """Settings to change (fields left out keep their value). The embedding model is fixed once a
+    KB holds chunks; a new chunk size applies to files ingested (or changed) from then on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = Field(default=None, max_length=512)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
 class KbPublic(BaseModel):
     id: str
     name: str

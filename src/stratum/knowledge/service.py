@@ -43,6 +43,7 @@ from stratum.knowledge.schemas import (
     KbCreate,
     KbPublic,
     KbSettings,
+    KbUpdate,
     SearchRequest,
     SearchResult,
 )
@@ -94,6 +95,7 @@ class KnowledgeService:
         self._home = home
         self._snapshots: dict[str, Snapshot] = {}
         self._snapshot_lock = threading.Lock()
+        self._kb_locks: dict[str, threading.Lock] = {}
         # Progress of ingest runs by KB id, for the API (runs in this process only).
         self.progress: dict[str, IngestProgress] = {}
 
@@ -165,6 +167,33 @@ class KnowledgeService:
             raise InvalidRequest(f"{ref!r} is ambiguous ({names}): use ORG/PROJECT/NAME", param="kb")
         return matches[0]
 
+    def update(self, kb: KbPublic, change: KbUpdate) -> KbPublic:
+        with self._db.session() as session:
+            row = session.get(KnowledgeBaseRow, kb.id)
+            if row is None:
+                raise NotFound(f"knowledge base {kb.name!r} was deleted", code="kb_not_found")
+            merged = {**row.settings, **change.settings}
+            try:
+                settings = KbSettings.model_validate(merged)
+            except ValueError as exc:
+                raise InvalidRequest(f"invalid settings: {exc}", param="settings") from exc
+            if (
+                settings.embedding_model != row.settings.get("embedding_model")
+                and self._counts(session, kb.id)[1]
+            ):
+                raise InvalidRequest(
+                    "the embedding model of a KB with chunks cannot change: create a new KB and ingest again",
+                    param="settings.embedding_model",
+                )
+            row.settings = settings.model_dump(mode="json")
+            if change.description is not None:
+                row.description = change.description
+            # Retrieval settings (index kind) are part of the snapshot: make it rebuild.
+            row.revision += 1
+        with self._snapshot_lock:
+            self._snapshots.pop(kb.id, None)
+        return self.get(project=kb.project, name=kb.name)
+
     def delete(self, kb: KbPublic) -> None:
         with self._db.session() as session:
             session.execute(delete(KbChunkRow).where(KbChunkRow.kb_id == kb.id))
@@ -209,6 +238,7 @@ class KnowledgeService:
         tags: Sequence[str] = (),
         doc_date: datetime | None = None,
         progress: ProgressCallback | None = None,
+        batch_size: int = INGEST_BATCH,
     ) -> IngestProgress:
         """Ingest files and folders; unchanged files are skipped, changed ones replaced, partial
         ones resumed. Returns the final progress (``files_failed`` counts files that could not be
@@ -238,7 +268,9 @@ class KnowledgeService:
                 state.current = source
                 report()
                 try:
-                    self._ingest_file(kb, path, source, config, encoder, tags, doc_date, state, report)
+                    self._ingest_file(
+                        kb, path, source, config, encoder, tags, doc_date, state, report, batch_size
+                    )
                 except (InvalidRequest, ImportError, OSError, ValueError) as error:
                     state.files_failed += 1
                     message = getattr(error, "message", None) or str(error)
@@ -268,6 +300,7 @@ class KnowledgeService:
         doc_date: datetime | None,
         state: IngestProgress,
         report: Callable[[], None],
+        batch_size: int,
     ) -> None:
         data = path.read_bytes()
         fingerprint = hashlib.sha256(data + config.encode()).hexdigest()
@@ -311,8 +344,8 @@ class KnowledgeService:
                 state.chunks_resumed += start
         state.chunks_total += len(chunks)
         state.chunks_done += start
-        for begin in range(start, len(chunks), INGEST_BATCH):
-            batch = chunks[begin : begin + INGEST_BATCH]
+        for begin in range(start, len(chunks), batch_size):
+            batch = chunks[begin : begin + batch_size]
             vectors = encoder.encode([c.text for c in batch], kind="passage").astype("<f4")
             tokens = [" ".join(lexical_tokens(" ".join([*c.heading_path, c.text]))) for c in batch]
             end = begin + len(batch)
@@ -368,7 +401,13 @@ class KnowledgeService:
             revision = session.scalar(select(KnowledgeBaseRow.revision).where(KnowledgeBaseRow.id == kb.id))
         if revision is None:
             raise NotFound(f"knowledge base {kb.name!r} was deleted", code="kb_not_found")
+        cached = self._snapshots.get(kb.id)
+        if cached is not None and cached.revision == revision:
+            return cached
+        # One lock per KB: rebuilding a big KB's indexes does not hold up searches of the others.
         with self._snapshot_lock:
+            lock = self._kb_locks.setdefault(kb.id, threading.Lock())
+        with lock:
             cached = self._snapshots.get(kb.id)
             if cached is not None and cached.revision == revision:
                 return cached

@@ -34,6 +34,7 @@ from stratum.knowledge.schemas import (
     IngestRequest,
     KbCreate,
     KbPublic,
+    KbUpdate,
     SearchRequest,
     SearchResult,
 )
@@ -115,6 +116,15 @@ async def get_kb(
     kb: str, context: ContextDep, state: StateDep, project: str | None = ProjectParam
 ) -> KbPublic:
     return await resolve_kb(context, state, kb, project, "read")
+
+
+@router.patch("/kb/{kb}", response_model=KbPublic)
+async def update_kb(
+    kb: str, change: KbUpdate, context: ContextDep, state: StateDep, project: str | None = ProjectParam
+) -> KbPublic:
+    """Change settings (generator, refusal threshold, retrieval, roles, chunking for new files)."""
+    found = await resolve_kb(context, state, kb, project, "write")
+    return await anyio.to_thread.run_sync(lambda: knowledge(state).update(found, change))
 
 
 @router.get("/kb/{kb}/documents", response_model=list[DocumentPublic])
