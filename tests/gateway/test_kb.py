@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from stratum.engine.fake import FakeEngine
 from tests.gateway.conftest import Gateway
 from tests.knowledge.conftest import CORPUS
 
@@ -133,8 +134,11 @@ def test_chat_with_a_generator_gets_grounded_prompt_and_citations(
         "/admin/v1/kb/手册", params={"project": "acme/bot"}, json={"settings": {"top_k": 0}}, headers=admin
     )
     assert bad.status_code == 400
-    gateway.replies.extend(["借期为三十天 [1]。", "借期为三十天 [1]。"])
-    gateway.state.pool._engines.clear()  # the fake engine reads replies when it is built
+    replies = ["借期为三十天 [1]。", "借期为三十天 [1]。"]
+    gateway.replies.extend(replies)  # read by the fake engine when it is built …
+    for _, engine in gateway.state.pool.loaded():
+        if isinstance(engine, FakeEngine):  # … or queued on the one already loaded
+            engine.replies.extend(replies)
     body = {"model": "kb/手册", "messages": [{"role": "user", "content": "图书馆借书的借期是多少天？"}]}
     answer = gateway.client.post("/v1/chat/completions", json=body, headers=admin)
     assert answer.status_code == 200, answer.text
