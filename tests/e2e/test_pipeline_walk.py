@@ -79,9 +79,10 @@ def ok_json(env: dict[str, str], *args: str) -> object:
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     # A session of its own: SIGKILL to the group takes the worker and its job's child at once,
     # as a crashed machine would.
-    return subprocess.Popen(
-        [STRATUM, "worker"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
-    )
+    with log.open("ab") as sink:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [STRATUM, "worker"], env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
