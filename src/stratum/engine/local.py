@@ -10,7 +10,8 @@ How a request flows:
    c. packs one token for every decoding sequence, plus prompt chunks of newcomers up to
       ``prefill_chunk`` tokens, so a long prompt never stalls the running streams for long;
    d. advances all of them with ONE fused forward (``batching.forward``), each sequence attending
-      only to its own KV cache, so no step recomputes a prefix;
+      only to its own KV cache, so no step recomputes a prefix; sequences of a LoRA adapter
+      (``load_adapter``) get their adapter's delta on their own rows (``lora.LoraLinear``);
    e. picks each sequence's next token with that sequence's own RNG, streams the text, and retires
       finished sequences at once.
 3. A round's text deltas travel back to the event loop in one wake-up (``sequence.deliver``); the
