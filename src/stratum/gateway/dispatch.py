@@ -103,9 +103,10 @@ class _Attempts:
         *,
         model: str,
         timeout_s: float,
+        prompt_of: list[int] | None = None,
     ) -> None:
         self.state, self.meter, self.requests, self.model = state, meter, requests, model
-        self.timeout_s = timeout_s
+        self.timeout_s, self.prompt_of = timeout_s, prompt_of
         self.admitted: Generation | None = None
         self.errors: list[tuple[str, StratumError]] = []
 
@@ -113,8 +114,15 @@ class _Attempts:
     def last_trigger(self) -> str:
         return self.errors[-1][0] if self.errors else "error"
 
-    async def run(self, engine: TextEngine) -> Generation:
-        generation = Generation(engine, list(self.requests), model=self.model, metrics=self.state.metrics)
+    async def run(self, engine: TextEngine, *, served: str | None = None) -> Generation:
+        """Admit (once), start and prime ``engine``; ``served`` labels its token metrics."""
+        generation = Generation(
+            engine,
+            list(self.requests),
+            model=served or self.model,
+            metrics=self.state.metrics,
+            prompt_of=self.prompt_of,
+        )
         if self.admitted is None:
             await self.meter.admit(generation)  # a 429 here is final: it is raised, not a trigger
             self.admitted = generation
@@ -146,13 +154,22 @@ async def dispatch(
     model: str,
     requests: list[GenerationRequest],
     accept: Callable[[ModelVersionPublic], None] | None = None,
+    prompt_of: list[int] | None = None,
 ) -> Dispatched:
-    """Run ``requests`` for ``model`` through its route; raises the last error if nothing answered."""
+    """Run ``requests`` for ``model`` through its route; raises the last error if nothing answered.
+
+    ``prompt_of``: which prompt each request continues (text completions with several prompts).
+    """
     routing = routing_of(state)
     plan = await routing.router.plan(model)
     route = plan.route
     attempts = _Attempts(
-        state, meter, requests, model=model, timeout_s=route.timeout_s or routing.fallback_timeout
+        state,
+        meter,
+        requests,
+        model=model,
+        timeout_s=route.timeout_s or routing.fallback_timeout,
+        prompt_of=prompt_of,
     )
     answered = await _backends(state, routing, plan, attempts, accept=accept)
     if answered is not None:
@@ -202,7 +219,7 @@ async def _backends(
             routing.metrics.requests.labels(candidate.ref).inc()
             started = time.perf_counter()
             try:
-                generation = await attempts.run(candidate.engine)
+                generation = await attempts.run(candidate.engine, served=version.name)
             except StratumError as error:
                 trigger = attempts.failed(candidate.ref, error)
                 if trigger is None:

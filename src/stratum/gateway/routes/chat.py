@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -13,7 +14,7 @@ from stratum.errors import StratumError, UnsupportedFeature
 from stratum.gateway import cached
 from stratum.gateway.deps import ContextDep, Permit, RequestContext, StateDep
 from stratum.gateway.dispatch import FALLBACK_HEADER, Dispatched, dispatch
-from stratum.gateway.generation import sampling_params
+from stratum.gateway.generation import Generation, sampling_params
 from stratum.gateway.metering import ChatMeter, Meter
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
 from stratum.gateway.sse import DONE, error_event, event
@@ -193,6 +194,16 @@ async def _cache_hit(
     return sse_response(replay(), headers=headers)
 
 
+@contextlib.asynccontextmanager
+async def _closing(generation: Generation) -> AsyncIterator[None]:
+    # A client gone before the first content chunk closes this generator before
+    # ``generation.stream()`` ever ran: the primed sequences must still be released.
+    try:
+        yield
+    finally:
+        await generation.close()
+
+
 async def _chunks(
     body: ChatCompletionRequest, answer: Dispatched, recorder: Recorder, cache: cached.CacheProbe | None
 ) -> AsyncIterator[bytes]:
@@ -206,7 +217,7 @@ async def _chunks(
             )
         )
 
-    async with recorder.streaming():
+    async with recorder.streaming(), _closing(generation):
         # OpenAI opens every choice with a role-only delta; ours also says which link answers.
         first = ChatCompletionChunk(
             id=completion_id,

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from stratum.engine.base import GenerationRequest
 from stratum.errors import StratumError, UnsupportedFeature
 from stratum.gateway.deps import ContextDep, Permit, StateDep
+from stratum.gateway.dispatch import dispatch
 from stratum.gateway.generation import Generation, sampling_params
 from stratum.gateway.metering import CompletionsMeter
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
@@ -38,7 +39,6 @@ async def create_completion(
         if body.suffix:
             raise UnsupportedFeature("suffix (fill-in-the-middle) is not supported", param="suffix")
         prompts = _prompts(body)
-        version, engine = await state.pool.text_engine(body.model)
         requests = [
             GenerationRequest(
                 request_id=f"{context.request_id}/{p}.{i}",
@@ -49,19 +49,20 @@ async def create_completion(
             for p, prompt in enumerate(prompts)
             for i in range(body.n)
         ]
-        generation = Generation(
-            engine,
-            requests,
-            model=version.name,
-            metrics=state.metrics,
+        answer = await dispatch(
+            state,
+            context,
+            meter,
+            model=body.model,
+            requests=requests,
             prompt_of=[p for p in range(len(prompts)) for _ in range(body.n)],
         )
-        await meter.admit(generation)
-        generation.start()
+        generation = answer.generation
     except StratumError as error:
         recorder.done(error.status_code)
         raise
-    headers = {VERSION_HEADER: version.ref, "x-request-id": context.request_id}
+    served = answer.version.ref if answer.version else answer.link
+    headers = {VERSION_HEADER: served, "x-request-id": context.request_id, **answer.headers()}
     echo = [prompt for prompt in prompts for _ in range(body.n)] if body.echo else None
     if body.stream:
         return sse_response(_chunks(body, generation, recorder, echo), headers=headers)
