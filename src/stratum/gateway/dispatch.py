@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from stratum.engine.base import GenerationRequest, TextEngine
 from stratum.errors import EngineError, Overloaded, StratumError, UpstreamError
 from stratum.gateway.deps import RequestContext
@@ -290,15 +292,15 @@ async def _link(
 
 
 async def start_routing(state: AppState) -> RoutingServices:
-    """Build the routing services; with the semantic cache on, load the bundled encoder for it."""
+    """Build the routing services. The semantic cache's encoder (the bundled e5) is loaded on its
+    first use, from the worker thread the cache runs in."""
     settings = state.settings
     encode = None
     if settings.cache and settings.semantic_cache is not None:
         from stratum.engine.embeddings import BUILTIN_ENCODER_NAME
 
-        _, encoder = await state.pool.encoder(BUILTIN_ENCODER_NAME)
-
         def encode(text: str) -> Any:
+            _, encoder = anyio.from_thread.run(state.pool.encoder, BUILTIN_ENCODER_NAME)
             return encoder.encode([text], kind="query")[0]
 
     return build_routing(settings, state.db, state.metrics.registry, encode=encode)
