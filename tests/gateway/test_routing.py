@@ -220,10 +220,22 @@ def test_deterministic_requests_hit_the_cache_per_tenant_and_version(routed: Rou
     routed.add("echo", engine)
     first = routed.chat("echo", "缓存我", temperature=0)
     assert first.headers["x-stratum-cache"] == "miss"
+    key_id = routed.state.keys.verify(routed.key).key_id
+    billed = routed.state.usage.billed_tokens(key_id=key_id)
     second = routed.chat("echo", "  缓存我 ", temperature=0)  # normalised: same request
     assert second.headers["x-stratum-cache"] == "hit"
     assert second.json()["choices"][0]["message"]["content"] == "缓存我"
-    assert second.json()["usage"] == {"prompt_tokens": 3, "completion_tokens": 0, "total_tokens": 3}
+    # The response shows the answer's usage; the hit is billed its prompt tokens only.
+    assert (
+        second.json()["usage"]
+        == first.json()["usage"]
+        == {
+            "prompt_tokens": 3,
+            "completion_tokens": 3,
+            "total_tokens": 6,
+        }
+    )
+    assert routed.state.usage.billed_tokens(key_id=key_id) - billed == 3
     assert len(engine.requests) == 1
     streamed = routed.chat("echo", "缓存我", temperature=0, stream=True)
     assert streamed.headers["x-stratum-cache"] == "hit"
@@ -363,3 +375,10 @@ def test_semantic_hits_with_the_encoder_and_exact_only_without_it(semantic: Rout
         close.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
     )
     assert len(engine.requests) == 3
+
+
+def test_unknown_models_are_still_404_whatever_their_name(routed: Routed) -> None:
+    for name in ("不存在", "no-such-model", "a" * 300):
+        response = routed.chat(name, "你好", temperature=0)
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["code"] == "model_not_found"

@@ -31,8 +31,8 @@ from stratum.gateway.state import AppState
 from stratum.registry.schemas import ModelVersionPublic
 from stratum.routing import RoutingServices, build_routing
 from stratum.routing.links import HumanEngine, NoAnswer, RulesEngine
-from stratum.routing.router import Plan
-from stratum.routing.schemas import Backend, Route
+from stratum.routing.router import Plan, implicit_route
+from stratum.routing.schemas import Route
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ async def _link(
 ) -> Dispatched | None:
     if kind == "model":
         assert target is not None
-        sub = Plan(route=Route(model=target, backends=[Backend(model=target)]), implicit=False)
+        sub = Plan(route=implicit_route(target), implicit=False)
         try:
             answered = await _backends(state, routing, sub, attempts, accept=accept)
         except StratumError as error:

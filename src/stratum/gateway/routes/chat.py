@@ -123,12 +123,17 @@ async def _cache_hit(
     recorder: Recorder,
     cache: cached.CacheProbe,
 ) -> JSONResponse | StreamingResponse:
-    """A cached answer: counted for rate limits, billed its prompt tokens and 0 completion tokens."""
+    """A cached answer: counted for rate limits, billed its prompt tokens and 0 completion tokens
+    (the response's ``usage`` is the answer's own, so clients see the same numbers as on a miss)."""
     hit = cache.hit
     assert hit is not None
     await meter.admit_tokens(body.model, hit.prompt_tokens, prompt_tokens=hit.prompt_tokens)
     meter.record(hit.prompt_tokens, 0)
-    usage = Usage(prompt_tokens=hit.prompt_tokens, completion_tokens=0, total_tokens=hit.prompt_tokens)
+    # The answer's own usage (as when it was generated); the usage record bills 0 completion tokens.
+    total = hit.prompt_tokens + hit.completion_tokens
+    usage = Usage(
+        prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens, total_tokens=total
+    )
     extra = {"cache": hit.hit, "backend": hit.version, "fallback": "none"}
     headers = {
         VERSION_HEADER: hit.version,
