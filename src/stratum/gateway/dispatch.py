@@ -116,8 +116,11 @@ class _Attempts:
     def last_trigger(self) -> str:
         return self.errors[-1][0] if self.errors else "error"
 
-    async def run(self, engine: TextEngine, *, served: str | None = None) -> Generation:
-        """Admit (once), start and prime ``engine``; ``served`` labels its token metrics."""
+    async def run(
+        self, engine: TextEngine, *, served: str | None = None, prime: bool = True, timed: bool = True
+    ) -> Generation:
+        """Admit (once), start and (``prime``) wait for the first chunk of ``engine``, within the
+        first-token timeout when ``timed``; ``served`` labels its token metrics."""
         generation = Generation(
             engine,
             list(self.requests),
@@ -132,8 +135,10 @@ class _Attempts:
             generation.requests = list(self.admitted.requests)
             generation.on_finish = self.admitted.on_finish
         generation.start()
+        if not prime:
+            return generation
         try:
-            await generation.prime(self.timeout_s)
+            await generation.prime(self.timeout_s if timed else None)
         except TimeoutError:
             raise EngineError(
                 f"no first token within {self.timeout_s:g}s", code="first_token_timeout"
@@ -173,7 +178,8 @@ async def dispatch(
         timeout_s=route.timeout_s or routing.fallback_timeout,
         prompt_of=prompt_of,
     )
-    answered = await _backends(state, routing, plan, attempts, accept=accept)
+    alternatives = len(route.backends) > 1 or bool(route.fallback)
+    answered = await _backends(state, routing, plan, attempts, accept=accept, alternatives=alternatives)
     if answered is not None:
         return answered
     if not attempts.errors:
@@ -185,8 +191,11 @@ async def dispatch(
         )
         attempts.errors.append(("error", plan.errors[0] if plan.errors else blocked))
     if attempts.errors and attempts.last_trigger in route.triggers:
-        for link in route.fallback:
-            answered = await _link(state, routing, context, route, link.kind, link.target, attempts, accept)
+        for position, link in enumerate(route.fallback):
+            more = position < len(route.fallback) - 1
+            answered = await _link(
+                state, routing, context, route, link.kind, link.target, attempts, accept, more=more
+            )
             if answered is not None:
                 routing.metrics.fallbacks.labels(model, answered.link).inc()
                 answered.triggers = [t for t, _ in attempts.errors]
@@ -201,7 +210,15 @@ async def _backends(
     attempts: _Attempts,
     *,
     accept: Callable[[ModelVersionPublic], None] | None,
+    alternatives: bool,
 ) -> Dispatched | None:
+    """The route's backends in the router's order; None when all failed with a trigger.
+
+    Without ``alternatives`` (one backend, no fallback: the implicit route of a plain model) a
+    local engine is not primed, so a request waiting in its queue gets its response headers at
+    once as before, and no first-token timeout applies; upstreams are still primed so that their
+    circuit breaker sees failures before the first byte.
+    """
     versions: dict[str, ModelVersionPublic] = {}
 
     async def engine_of(ref: str) -> tuple[str, TextEngine]:
@@ -220,8 +237,11 @@ async def _backends(
                     raise
             routing.metrics.requests.labels(candidate.ref).inc()
             started = time.perf_counter()
+            prime = alternatives or version.source == "upstream"
             try:
-                generation = await attempts.run(candidate.engine, served=version.name)
+                generation = await attempts.run(
+                    candidate.engine, served=version.name, prime=prime, timed=alternatives
+                )
             except StratumError as error:
                 trigger = attempts.failed(candidate.ref, error)
                 if trigger is None:
@@ -231,8 +251,9 @@ async def _backends(
                 counts = trigger in ("error", "timeout") or error.code == "upstream_rate_limited"
                 routing.router.report(candidate.ref, ok=False if counts else None, trigger=trigger)
                 continue
-            routing.metrics.latency.labels(candidate.ref).observe(time.perf_counter() - started)
-            routing.router.report(candidate.ref, ok=True)
+            if prime:
+                routing.metrics.latency.labels(candidate.ref).observe(time.perf_counter() - started)
+            routing.router.report(candidate.ref, ok=True if prime else None)
             return Dispatched(
                 generation=generation, backend=candidate.ref, version=version, burst=candidate.burst
             )
@@ -253,12 +274,14 @@ async def _link(
     target: str | None,
     attempts: _Attempts,
     accept: Callable[[ModelVersionPublic], None] | None,
+    *,
+    more: bool,
 ) -> Dispatched | None:
     if kind == "model":
         assert target is not None
         sub = Plan(route=implicit_route(target), implicit=False)
         try:
-            answered = await _backends(state, routing, sub, attempts, accept=accept)
+            answered = await _backends(state, routing, sub, attempts, accept=accept, alternatives=more)
         except StratumError as error:
             if attempts.failed(f"model:{target}", error) is None:
                 raise
