@@ -3,8 +3,8 @@
 Both runs use the demo model through `stratum serve`, greedy (temperature 0, so every request is
 cacheable), the same request sequence, the same closed-loop concurrency, one server at a time.
 The sequence: 30% of positions introduce a new question (a demo question with a unique suffix), 70%
-repeat a question introduced at least ``2 * concurrency`` positions earlier, so its answer is in
-the cache by then when the cache is on. The hit rate actually seen (``x-stratum-cache``) is
+repeat a question introduced at least ``2 * concurrency`` positions earlier (more than the requests
+in flight in a closed loop), so its answer is in the cache by then when the cache is on. The hit rate actually seen (``x-stratum-cache``) is
 reported, not assumed. Run it with::
 
     python benchmarks/cache_bench.py [--requests 200] [--concurrency 4] [--max-tokens 32]
@@ -49,10 +49,14 @@ def workload(count: int, concurrency: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     sequence: list[str] = []
     introduced: list[tuple[int, str]] = []
+    repeats = 0
     for position in range(count):
         ready = [q for at, q in introduced if at <= position - 2 * concurrency]
-        if ready and rng.random() < HIT_SHARE:
+        # Repeat whenever the running share is below 70%: the first positions have nothing to
+        # repeat yet, later ones catch up, so the whole sequence ends at 70% (±1 request).
+        if ready and repeats < HIT_SHARE * (position + 1):
             sequence.append(rng.choice(ready))
+            repeats += 1
             continue
         question = f"{QUESTIONS[len(introduced) % len(QUESTIONS)]} (#{len(introduced)})"
         introduced.append((position, question))

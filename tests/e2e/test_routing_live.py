@@ -128,8 +128,7 @@ def test_a_repeated_temperature_zero_request_is_a_cache_hit(fallback_server: Ser
         second = sdk.chat.completions.with_raw_response.create(**ask)
     assert (first.headers["x-stratum-cache"], second.headers["x-stratum-cache"]) == ("miss", "hit")
     assert first.parse().choices[0].message.content == second.parse().choices[0].message.content
-    usage = second.parse().usage
-    assert usage is not None and usage.completion_tokens == 0
+    assert second.parse().usage == first.parse().usage  # the answer's usage; billing is tested in gateway/
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stratum.engine.base import GenerationChunk, GenerationRequest
+from stratum.engine.embeddings import BUILTIN_ENCODER_NAME
 from stratum.engine.fake import FakeEngine
 from stratum.engine.upstream import UpstreamEngine
 from stratum.errors import Overloaded, StratumError, UpstreamError
@@ -21,6 +22,7 @@ from stratum.gateway.app import create_app
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from stratum.registry.schemas import ModelVersionPublic
 from stratum.settings import Settings
+from tests.gateway.conftest import FakeEncoder
 
 
 class BrokenEngine(FakeEngine):
@@ -218,10 +220,22 @@ def test_deterministic_requests_hit_the_cache_per_tenant_and_version(routed: Rou
     routed.add("echo", engine)
     first = routed.chat("echo", "缓存我", temperature=0)
     assert first.headers["x-stratum-cache"] == "miss"
+    key_id = routed.state.keys.verify(routed.key).key_id
+    billed = routed.state.usage.billed_tokens(key_id=key_id)
     second = routed.chat("echo", "  缓存我 ", temperature=0)  # normalised: same request
     assert second.headers["x-stratum-cache"] == "hit"
     assert second.json()["choices"][0]["message"]["content"] == "缓存我"
-    assert second.json()["usage"] == {"prompt_tokens": 3, "completion_tokens": 0, "total_tokens": 3}
+    # The response shows the answer's usage; the hit is billed its prompt tokens only.
+    assert (
+        second.json()["usage"]
+        == first.json()["usage"]
+        == {
+            "prompt_tokens": 3,
+            "completion_tokens": 3,
+            "total_tokens": 6,
+        }
+    )
+    assert routed.state.usage.billed_tokens(key_id=key_id) - billed == 3
     assert len(engine.requests) == 1
     streamed = routed.chat("echo", "缓存我", temperature=0, stream=True)
     assert streamed.headers["x-stratum-cache"] == "hit"
@@ -299,3 +313,72 @@ def test_an_upstream_cut_mid_stream_ends_with_an_error_event(routed: Routed) -> 
     assert "[DONE]" not in response.text
     whole = routed.chat("cut", "hi")
     assert whole.status_code == 502 and whole.json()["error"]["code"] == "upstream_stream_cut"
+
+
+def test_text_completions_follow_routes_too(routed: Routed) -> None:
+    routed.add("bot", BrokenEngine(UpstreamError("boom")))
+    routed.route("bot", fallback=[{"kind": "rules"}, {"kind": "human"}])
+    routed.client.put("/admin/v1/rules/refund", json=REFUND, headers=routed.headers)
+    body = {"model": "bot", "prompt": ["退款流程是什么", "讲个笑话"]}
+    response = routed.client.post("/v1/completions", json=body, headers=routed.headers)
+    assert response.status_code == 200, response.text
+    texts = [c["text"] for c in response.json()["choices"]]
+    # The batch is answered by one link: the rule matched on the first prompt does not match
+    # the second, so the whole request went on to the person.
+    assert response.headers["x-stratum-fallback"] == "human"
+    ticket = response.headers["x-stratum-ticket"]
+    assert len(texts) == 2 and all(ticket in text for text in texts)
+    single = routed.client.post(
+        "/v1/completions", json={"model": "bot", "prompt": "退款"}, headers=routed.headers
+    )
+    assert single.headers["x-stratum-fallback"] == "rules"
+    assert single.json()["choices"][0]["text"] == REFUND["template"]
+
+
+@pytest.fixture
+def semantic(tmp_path: Path) -> Iterator[Routed]:
+    settings = Settings(
+        home=tmp_path / "home",
+        demo_model=False,
+        embeddings_model=False,
+        semantic_cache=0.9,
+        health_interval=0,
+    )
+    holder = Routed(client=None, key="")  # type: ignore[arg-type]
+
+    def factory(version: ModelVersionPublic) -> Any:
+        return FakeEncoder() if version.kind == "embedding" else holder.engines[version.name]
+
+    with TestClient(create_app(settings, engine_factory=factory)) as client:
+        holder.client = client
+        holder.key, _ = holder.state.keys.create_key(name="admin-test", role="admin")
+        yield holder
+
+
+def test_semantic_hits_with_the_encoder_and_exact_only_without_it(semantic: Routed) -> None:
+    engine = FakeEngine(["第一次的回答", "第二次的回答", "第三次的回答"])
+    semantic.add("bot", engine)
+    # No encoder registered yet: the semantic path is skipped, never an error.
+    assert semantic.chat("bot", "请问如何申请退款", temperature=0).headers["x-stratum-cache"] == "miss"
+    assert semantic.chat("bot", "请问如何申请退款呀", temperature=0).headers["x-stratum-cache"] == "miss"
+    semantic.state.registry.add_model(
+        name=BUILTIN_ENCODER_NAME, kind="embedding", source="upstream", upstream_url="http://127.0.0.1:9/v1"
+    )
+    assert semantic.chat("bot", "请问如何申请退款", temperature=0).headers["x-stratum-cache"] == "hit"
+    # Stored with the encoder available from now on.
+    first = semantic.chat("bot", "我要怎样才能申请退款", temperature=0)
+    assert first.headers["x-stratum-cache"] == "miss"
+    close = semantic.chat("bot", "我要怎样才能申请退款？", temperature=0)
+    assert close.headers["x-stratum-cache"] == "hit"
+    assert close.json()["stratum"]["cache"] == "semantic"
+    assert (
+        close.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
+    )
+    assert len(engine.requests) == 3
+
+
+def test_unknown_models_are_still_404_whatever_their_name(routed: Routed) -> None:
+    for name in ("不存在", "no-such-model", "a" * 300):
+        response = routed.chat(name, "你好", temperature=0)
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["code"] == "model_not_found"

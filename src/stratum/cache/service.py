@@ -11,6 +11,7 @@ neither cache ever answers one tenant with another tenant's response.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +22,8 @@ import numpy as np
 
 from stratum.cache.keys import cache_key
 from stratum.cache.store import CacheStore
+
+log = logging.getLogger(__name__)
 
 # Last-user-message embeddings kept per semantic scope (oldest dropped first).
 _SEMANTIC_PER_SCOPE = 2000
@@ -94,6 +97,8 @@ class ResponseCache:
         if not entries:
             return None
         vector = self._embed(question)
+        if vector is None:
+            return None
         matrix = np.stack([v for v, _ in entries])
         scores = matrix @ vector
         best = int(np.argmax(scores))
@@ -117,6 +122,8 @@ class ResponseCache:
         if not question:
             return
         vector = self._embed(question)
+        if vector is None:
+            return
         with self._lock:
             bucket = self._vectors.setdefault(
                 (scope, model, version, context), deque(maxlen=_SEMANTIC_PER_SCOPE)
@@ -130,9 +137,16 @@ class ResponseCache:
                 del self._vectors[scope]
         return self.store.drop(contains=None if model is None else f"|{model}|")
 
-    def _embed(self, text: str) -> np.ndarray:
+    def _embed(self, text: str) -> np.ndarray | None:
+        """The unit vector of ``text``; None (the semantic path is skipped) if the encoder fails:
+        a cache must never turn a servable request into an error."""
         assert self._encode is not None
-        vector = np.asarray(self._encode(text), dtype=np.float32).reshape(-1)
+        try:
+            raw = self._encode(text)
+        except Exception:
+            log.warning("semantic cache: the encoder failed; exact cache only", exc_info=True)
+            return None
+        vector = np.asarray(raw, dtype=np.float32).reshape(-1)
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm else vector
 

@@ -2,7 +2,8 @@
 
 Billing of a hit (documented in the README): the request still counts for rate limits (rpm) and
 its prompt tokens are recorded and billed as usual, but it generates nothing, so it is billed **0
-completion tokens**; the ``usage`` in the response is what was billed. Only answers of the route's
+completion tokens**. The ``usage`` in the response is the answer's own (as when it was generated),
+so a client sees the same numbers on a hit as on a miss. Only answers of the route's
 own backends are stored (never a fallback's rule or hand-off text), and only when every choice
 finished normally (``stop``/``length``).
 """

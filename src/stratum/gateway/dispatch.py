@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from stratum.engine.base import GenerationRequest, TextEngine
 from stratum.errors import EngineError, Overloaded, StratumError, UpstreamError
 from stratum.gateway.deps import RequestContext
@@ -29,8 +31,8 @@ from stratum.gateway.state import AppState
 from stratum.registry.schemas import ModelVersionPublic
 from stratum.routing import RoutingServices, build_routing
 from stratum.routing.links import HumanEngine, NoAnswer, RulesEngine
-from stratum.routing.router import Plan
-from stratum.routing.schemas import Backend, Route
+from stratum.routing.router import Plan, implicit_route
+from stratum.routing.schemas import Route
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +105,10 @@ class _Attempts:
         *,
         model: str,
         timeout_s: float,
+        prompt_of: list[int] | None = None,
     ) -> None:
         self.state, self.meter, self.requests, self.model = state, meter, requests, model
-        self.timeout_s = timeout_s
+        self.timeout_s, self.prompt_of = timeout_s, prompt_of
         self.admitted: Generation | None = None
         self.errors: list[tuple[str, StratumError]] = []
 
@@ -113,8 +116,18 @@ class _Attempts:
     def last_trigger(self) -> str:
         return self.errors[-1][0] if self.errors else "error"
 
-    async def run(self, engine: TextEngine) -> Generation:
-        generation = Generation(engine, list(self.requests), model=self.model, metrics=self.state.metrics)
+    async def run(
+        self, engine: TextEngine, *, served: str | None = None, prime: bool = True, timed: bool = True
+    ) -> Generation:
+        """Admit (once), start and (``prime``) wait for the first chunk of ``engine``, within the
+        first-token timeout when ``timed``; ``served`` labels its token metrics."""
+        generation = Generation(
+            engine,
+            list(self.requests),
+            model=served or self.model,
+            metrics=self.state.metrics,
+            prompt_of=self.prompt_of,
+        )
         if self.admitted is None:
             await self.meter.admit(generation)  # a 429 here is final: it is raised, not a trigger
             self.admitted = generation
@@ -122,8 +135,10 @@ class _Attempts:
             generation.requests = list(self.admitted.requests)
             generation.on_finish = self.admitted.on_finish
         generation.start()
+        if not prime:
+            return generation
         try:
-            await generation.prime(self.timeout_s)
+            await generation.prime(self.timeout_s if timed else None)
         except TimeoutError:
             raise EngineError(
                 f"no first token within {self.timeout_s:g}s", code="first_token_timeout"
@@ -146,15 +161,25 @@ async def dispatch(
     model: str,
     requests: list[GenerationRequest],
     accept: Callable[[ModelVersionPublic], None] | None = None,
+    prompt_of: list[int] | None = None,
 ) -> Dispatched:
-    """Run ``requests`` for ``model`` through its route; raises the last error if nothing answered."""
+    """Run ``requests`` for ``model`` through its route; raises the last error if nothing answered.
+
+    ``prompt_of``: which prompt each request continues (text completions with several prompts).
+    """
     routing = routing_of(state)
     plan = await routing.router.plan(model)
     route = plan.route
     attempts = _Attempts(
-        state, meter, requests, model=model, timeout_s=route.timeout_s or routing.fallback_timeout
+        state,
+        meter,
+        requests,
+        model=model,
+        timeout_s=route.timeout_s or routing.fallback_timeout,
+        prompt_of=prompt_of,
     )
-    answered = await _backends(state, routing, plan, attempts, accept=accept)
+    alternatives = len(route.backends) > 1 or bool(route.fallback)
+    answered = await _backends(state, routing, plan, attempts, accept=accept, alternatives=alternatives)
     if answered is not None:
         return answered
     if not attempts.errors:
@@ -166,8 +191,11 @@ async def dispatch(
         )
         attempts.errors.append(("error", plan.errors[0] if plan.errors else blocked))
     if attempts.errors and attempts.last_trigger in route.triggers:
-        for link in route.fallback:
-            answered = await _link(state, routing, context, route, link.kind, link.target, attempts, accept)
+        for position, link in enumerate(route.fallback):
+            more = position < len(route.fallback) - 1
+            answered = await _link(
+                state, routing, context, route, link.kind, link.target, attempts, accept, more=more
+            )
             if answered is not None:
                 routing.metrics.fallbacks.labels(model, answered.link).inc()
                 answered.triggers = [t for t, _ in attempts.errors]
@@ -182,7 +210,15 @@ async def _backends(
     attempts: _Attempts,
     *,
     accept: Callable[[ModelVersionPublic], None] | None,
+    alternatives: bool,
 ) -> Dispatched | None:
+    """The route's backends in the router's order; None when all failed with a trigger.
+
+    Without ``alternatives`` (one backend, no fallback: the implicit route of a plain model) a
+    local engine is not primed, so a request waiting in its queue gets its response headers at
+    once as before, and no first-token timeout applies; upstreams are still primed so that their
+    circuit breaker sees failures before the first byte.
+    """
     versions: dict[str, ModelVersionPublic] = {}
 
     async def engine_of(ref: str) -> tuple[str, TextEngine]:
@@ -201,8 +237,11 @@ async def _backends(
                     raise
             routing.metrics.requests.labels(candidate.ref).inc()
             started = time.perf_counter()
+            prime = alternatives or version.source == "upstream"
             try:
-                generation = await attempts.run(candidate.engine)
+                generation = await attempts.run(
+                    candidate.engine, served=version.name, prime=prime, timed=alternatives
+                )
             except StratumError as error:
                 trigger = attempts.failed(candidate.ref, error)
                 if trigger is None:
@@ -212,8 +251,9 @@ async def _backends(
                 counts = trigger in ("error", "timeout") or error.code == "upstream_rate_limited"
                 routing.router.report(candidate.ref, ok=False if counts else None, trigger=trigger)
                 continue
-            routing.metrics.latency.labels(candidate.ref).observe(time.perf_counter() - started)
-            routing.router.report(candidate.ref, ok=True)
+            if prime:
+                routing.metrics.latency.labels(candidate.ref).observe(time.perf_counter() - started)
+            routing.router.report(candidate.ref, ok=True if prime else None)
             return Dispatched(
                 generation=generation, backend=candidate.ref, version=version, burst=candidate.burst
             )
@@ -234,12 +274,14 @@ async def _link(
     target: str | None,
     attempts: _Attempts,
     accept: Callable[[ModelVersionPublic], None] | None,
+    *,
+    more: bool,
 ) -> Dispatched | None:
     if kind == "model":
         assert target is not None
-        sub = Plan(route=Route(model=target, backends=[Backend(model=target)]), implicit=False)
+        sub = Plan(route=implicit_route(target), implicit=False)
         try:
-            answered = await _backends(state, routing, sub, attempts, accept=accept)
+            answered = await _backends(state, routing, sub, attempts, accept=accept, alternatives=more)
         except StratumError as error:
             if attempts.failed(f"model:{target}", error) is None:
                 raise
@@ -273,15 +315,15 @@ async def _link(
 
 
 async def start_routing(state: AppState) -> RoutingServices:
-    """Build the routing services; with the semantic cache on, load the bundled encoder for it."""
+    """Build the routing services. The semantic cache's encoder (the bundled e5) is loaded on its
+    first use, from the worker thread the cache runs in."""
     settings = state.settings
     encode = None
     if settings.cache and settings.semantic_cache is not None:
         from stratum.engine.embeddings import BUILTIN_ENCODER_NAME
 
-        _, encoder = await state.pool.encoder(BUILTIN_ENCODER_NAME)
-
         def encode(text: str) -> Any:
+            _, encoder = anyio.from_thread.run(state.pool.encoder, BUILTIN_ENCODER_NAME)
             return encoder.encode([text], kind="query")[0]
 
     return build_routing(settings, state.db, state.metrics.registry, encode=encode)

@@ -110,6 +110,11 @@ class Generation:
             raise
         self._streams = primed
 
+    async def close(self) -> None:
+        """Close every sequence (idempotent): for a response abandoned before streaming began."""
+        for stream in self._streams:
+            await _close(stream)
+
     @property
     def prompt_tokens(self) -> int:
         per_prompt: dict[int, int] = {}

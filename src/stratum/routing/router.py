@@ -25,7 +25,7 @@ from stratum.errors import StratumError
 from stratum.routing.circuit import STATE_VALUES, CircuitBreaker
 from stratum.routing.metrics import RoutingMetrics
 from stratum.routing.routes import RouteService
-from stratum.routing.schemas import Backend, Route
+from stratum.routing.schemas import ALL_TRIGGERS, Backend, Route
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,24 @@ class Plan:
     implicit: bool
     # Errors met while resolving backends (a misnamed backend), reported if nothing answers.
     errors: list[StratumError] = field(default_factory=list)
+
+
+def implicit_backend(model: str) -> Backend:
+    # Not validated: any name a client sends must reach the registry, which answers 404 for it.
+    return Backend.model_construct(model=model, priority=0, weight=1.0)
+
+
+def implicit_route(model: str) -> Route:
+    """The route of a model without a stored one: the registry model of that name, no fallback."""
+    return Route.model_construct(
+        model=model,
+        backends=[implicit_backend(model)],
+        fallback=[],
+        triggers=list(ALL_TRIGGERS),
+        burst_queue=None,
+        timeout_s=None,
+        updated_at=None,
+    )
 
 
 class Router:
@@ -111,9 +129,9 @@ class Router:
             self._cache[model] = cached
         route = cached[1]
         if route is None:
-            return Plan(route=Route(model=model, backends=[Backend(model=model)]), implicit=True)
+            return Plan(route=implicit_route(model), implicit=True)
         if not route.backends:
-            route = route.model_copy(update={"backends": [Backend(model=model)]})
+            route = route.model_copy(update={"backends": [implicit_backend(model)]})
         return Plan(route=route, implicit=False)
 
     def invalidate(self) -> None:
@@ -133,7 +151,10 @@ class Router:
                 try:
                     ref, engine = await engine_of(backend.model)
                 except StratumError as error:
-                    log.warning("route %s: backend %s unavailable: %s", route.model, backend.model, error)
+                    level = (
+                        logging.DEBUG if plan.implicit else logging.WARNING
+                    )  # a typo'd name: the client's 404
+                    log.log(level, "route %s: backend %s unavailable: %s", route.model, backend.model, error)
                     plan.errors.append(error)
                     continue
                 breaker = self.breaker(ref)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -14,7 +15,7 @@ from stratum.gateway import cached
 from stratum.gateway.database_chat import database_chat, is_database_model
 from stratum.gateway.deps import ContextDep, Permit, RequestContext, StateDep
 from stratum.gateway.dispatch import FALLBACK_HEADER, Dispatched, dispatch
-from stratum.gateway.generation import sampling_params
+from stratum.gateway.generation import Generation, sampling_params
 from stratum.gateway.guarding import Guarded
 from stratum.gateway.metering import ChatMeter, Meter
 from stratum.gateway.routes import kb_chat
@@ -154,12 +155,17 @@ async def _cache_hit(
     recorder: Recorder,
     cache: cached.CacheProbe,
 ) -> JSONResponse | StreamingResponse:
-    """A cached answer: counted for rate limits, billed its prompt tokens and 0 completion tokens."""
+    """A cached answer: counted for rate limits, billed its prompt tokens and 0 completion tokens
+    (the response's ``usage`` is the answer's own, so clients see the same numbers as on a miss)."""
     hit = cache.hit
     assert hit is not None
     await meter.admit_tokens(body.model, hit.prompt_tokens, prompt_tokens=hit.prompt_tokens)
     meter.record(hit.prompt_tokens, 0)
-    usage = Usage(prompt_tokens=hit.prompt_tokens, completion_tokens=0, total_tokens=hit.prompt_tokens)
+    # The answer's own usage (as when it was generated); the usage record bills 0 completion tokens.
+    total = hit.prompt_tokens + hit.completion_tokens
+    usage = Usage(
+        prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens, total_tokens=total
+    )
     extra = {"cache": hit.hit, "backend": hit.version, "fallback": "none"}
     headers = {
         VERSION_HEADER: hit.version,
@@ -225,6 +231,16 @@ async def _cache_hit(
     return sse_response(replay(), headers=headers)
 
 
+@contextlib.asynccontextmanager
+async def _closing(generation: Generation) -> AsyncIterator[None]:
+    # A client gone before the first content chunk closes this generator before
+    # ``generation.stream()`` ever ran: the primed sequences must still be released.
+    try:
+        yield
+    finally:
+        await generation.close()
+
+
 async def _chunks(
     body: ChatCompletionRequest,
     answer: Dispatched,
@@ -243,7 +259,7 @@ async def _chunks(
             )
         )
 
-    async with recorder.streaming():
+    async with recorder.streaming(), _closing(generation):
         # OpenAI opens every choice with a role-only delta; ours also says which link answers.
         first = ChatCompletionChunk(
             id=completion_id,

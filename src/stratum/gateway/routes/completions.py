@@ -10,11 +10,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from stratum.engine.base import GenerationRequest
 from stratum.errors import StratumError, UnsupportedFeature
 from stratum.gateway.deps import ContextDep, Permit, StateDep
+from stratum.gateway.dispatch import dispatch
 from stratum.gateway.generation import Generation, sampling_params
 from stratum.gateway.guarding import Guarded
 from stratum.gateway.metering import CompletionsMeter
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
-from stratum.gateway.serving import text_engine_for
+from stratum.gateway.serving import choose_version, served_hook
 from stratum.gateway.sse import DONE, error_event, event
 from stratum.protocol.base import Usage, dump, new_id, now
 from stratum.protocol.completions import Completion, CompletionChoice, CompletionRequest
@@ -41,9 +42,12 @@ async def create_completion(
             raise UnsupportedFeature("suffix (fill-in-the-middle) is not supported", param="suffix")
         guarded = await Guarded.open(state, context, meter)
         prompts = await guarded.prompts(_prompts(body))
-        version, engine = await text_engine_for(
-            state, context, recorder, body.model, user=getattr(body, "user", None)
-        )
+        # A deployment (canary / A-B) picks the version; otherwise the name goes to its route as is.
+        target, deployment = choose_version(state, context, body.model, user=getattr(body, "user", None))
+        if deployment is not None:
+            recorder.on_done = served_hook(
+                state, context, model=body.model, version_ref=target, deployment=deployment
+            )
         requests = [
             GenerationRequest(
                 request_id=f"{context.request_id}/{p}.{i}",
@@ -54,19 +58,25 @@ async def create_completion(
             for p, prompt in enumerate(prompts)
             for i in range(body.n)
         ]
-        generation = Generation(
-            engine,
-            requests,
-            model=version.name,
-            metrics=state.metrics,
+        answer = await dispatch(
+            state,
+            context,
+            meter,
+            model=target,
+            requests=requests,
             prompt_of=[p for p in range(len(prompts)) for _ in range(body.n)],
         )
-        await meter.admit(generation)
-        generation.start()
+        generation = answer.generation
+        if deployment is None and answer.version is not None:
+            # Feedback on this response id is attributed to the version that produced it.
+            recorder.on_done = served_hook(
+                state, context, model=body.model, version_ref=answer.version.ref, deployment=None
+            )
     except StratumError as error:
         recorder.done(error.status_code)
         raise
-    headers = {VERSION_HEADER: version.ref, "x-request-id": context.request_id}
+    served = answer.version.ref if answer.version else answer.link
+    headers = {VERSION_HEADER: served, "x-request-id": context.request_id, **answer.headers()}
     echo = [prompt for prompt in prompts for _ in range(body.n)] if body.echo else None
     if body.stream:
         return sse_response(_chunks(body, generation, recorder, echo, guarded), headers=headers)
