@@ -241,7 +241,7 @@ def history(
 def list_deployments(as_json: JsonFlag = False) -> None:
     """All deployments and where their traffic goes."""
     with _services() as (_, deployments, _, _):
-        found = deployments.list()
+        found = deployments.list_deployments()
     if as_json:
         print_json([d.model_dump(mode="json") for d in found])
         return
