@@ -261,9 +261,10 @@ def _settle(action: str, name: str, as_json: bool) -> None:
     if as_json:
         print_json(deployment.model_dump(mode="json"))
     else:
-        print_success(
-            f"{name}: {deployment.status} ({_summary(deployment)['weights'] or 'registry default'})"
+        where = (
+            "registry default alias" if deployment.status == "stopped" else _summary(deployment)["weights"]
         )
+        print_success(f"{name}: {deployment.status} ({where})")
 
 
 @app.command("promote")
