@@ -229,3 +229,20 @@ def test_helpers() -> None:
     assert percentile([], 99) is None
     assert percentile(list(range(1, 101)), 99) == 99 and percentile([5.0], 99) == 5.0
     assert 0 <= sticky_bucket("a", "b") < 10_000 and sticky_bucket("a", "b") == sticky_bucket("a", "b")
+
+
+def test_arm_stats_p99_in_the_store(service: DeploymentService, db: Database) -> None:
+    from stratum.deployments.health import arm_stats
+
+    log = ResponseLog(db)
+    since = utcnow() - timedelta(seconds=1)
+    for i in range(1, 201):
+        _outcomes(log, "kefu@2", count=1, latency=float(i))
+    _outcomes(log, "kefu@2", count=3, status=503, latency=5000.0)
+    _outcomes(log, "kefu@2", count=4, status=429, latency=9000.0)  # the client's quota: not judged
+    stats = arm_stats(db, FeedbackService(db, log), deployment="kefu", refs=["kefu@2", "kefu@3"], since=since)
+    expected = percentile([float(i) for i in range(1, 201)] + [5000.0] * 3, 99)
+    assert (
+        stats["kefu@2"].requests == 203 and stats["kefu@2"].errors == 3 and stats["kefu@2"].p99_ms == expected
+    )
+    assert stats["kefu@3"].requests == 0 and stats["kefu@3"].p99_ms is None

@@ -150,3 +150,13 @@ def test_prune_forgets_old_responses(db: Database) -> None:
     assert log.prune(utcnow() - timedelta(days=1)) == 0
     assert log.prune(utcnow() + timedelta(seconds=1)) == 1
     assert ResponseLog(db).lookup("old") is None
+
+
+def test_a_refused_row_does_not_block_the_log(db: Database) -> None:
+    log = ResponseLog(db)
+    _served(log, "dup")
+    log.flush()
+    _served(log, "dup")  # the same response id again: the store's unique index refuses it
+    _served(log, "fine")
+    assert log.flush() == 1 and log.dropped == 1 and log.pending() == 0
+    assert ResponseLog(db).lookup("fine") is not None

@@ -241,7 +241,7 @@ def history(
 def list_deployments(as_json: JsonFlag = False) -> None:
     """All deployments and where their traffic goes."""
     with _services() as (_, deployments, _, _):
-        found = deployments.list()
+        found = deployments.list_deployments()
     if as_json:
         print_json([d.model_dump(mode="json") for d in found])
         return
@@ -261,9 +261,10 @@ def _settle(action: str, name: str, as_json: bool) -> None:
     if as_json:
         print_json(deployment.model_dump(mode="json"))
     else:
-        print_success(
-            f"{name}: {deployment.status} ({_summary(deployment)['weights'] or 'registry default'})"
+        where = (
+            "registry default alias" if deployment.status == "stopped" else _summary(deployment)["weights"]
         )
+        print_success(f"{name}: {deployment.status} ({where})")
 
 
 @app.command("promote")

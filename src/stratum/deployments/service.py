@@ -94,7 +94,7 @@ class DeploymentService:
         with self._db.session(write=False) as session:
             return _public(self._row(session, name))
 
-    def list(self) -> list[DeploymentPublic]:
+    def list_deployments(self) -> list[DeploymentPublic]:
         with self._db.session(write=False) as session:
             rows = session.scalars(select(DeploymentRow).order_by(DeploymentRow.name)).all()
             return [_public(row) for row in rows]

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from stratum.registry.tables import ServedResponseRow
 from stratum.storage import Database, utcnow
@@ -85,16 +86,35 @@ class ResponseLog:
             batch, self._pending = self._pending, []
         if not batch:
             return 0
+        rows = [asdict(entry) for entry in batch]
         try:
             with self._db.session() as session:
-                rows = [asdict(entry) for entry in batch]
                 for start in range(0, len(rows), _INSERT_BATCH):
                     session.execute(insert(ServedResponseRow), rows[start : start + _INSERT_BATCH])
+        except IntegrityError:
+            # A row the store refuses (a duplicate response id) must not block every later batch:
+            # write the rows one by one and drop only the refused ones.
+            return self._flush_one_by_one(rows)
         except Exception:
             with self._lock:
                 self._pending[:0] = batch
             raise
         return len(batch)
+
+    def _flush_one_by_one(self, rows: list[dict[str, object]]) -> int:
+        written = 0
+        for row in rows:
+            try:
+                with self._db.session() as session:
+                    session.execute(insert(ServedResponseRow), [row])
+                written += 1
+            except IntegrityError:
+                self.dropped += 1
+                log.warning(
+                    "dropped a served-response record the store refused",
+                    extra={"request_id": row["request_id"]},
+                )
+        return written
 
     def lookup(self, response_id: str) -> ServedResponse | None:
         with self._lock:

@@ -42,7 +42,7 @@ class ABCreate(BaseModel):
 @router.get("/deployments", response_model=list[DeploymentPublic])
 async def list_deployments(context: ContextDep, state: StateDep) -> list[DeploymentPublic]:
     await context.authorize("deployments.read")
-    return await anyio.to_thread.run_sync(state.deployments.list)
+    return await anyio.to_thread.run_sync(state.deployments.list_deployments)
 
 
 @router.get("/deployments/{name:path}/history", response_model=list[DeploymentEvent])
