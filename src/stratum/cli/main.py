@@ -10,6 +10,7 @@
     stratum usage ORG/PROJECT  requests and tokens of a project
     stratum audit verify|list  the hash-chained audit log
     stratum prices set|list    model prices per 1k tokens
+    stratum db …               databases for LLM + database QA (add, list, remove, ask)
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -22,7 +23,7 @@ from typing import Annotated
 import typer
 
 from stratum import __version__
-from stratum.cli import audit, chat, keys, models, prices, serve, tenancy, usage
+from stratum.cli import audit, chat, databases, keys, models, prices, serve, tenancy, usage
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 
@@ -90,6 +91,7 @@ app.add_typer(keys.app, name="keys")
 app.command("usage")(usage.usage)
 app.add_typer(audit.app, name="audit")
 app.add_typer(prices.app, name="prices")
+app.add_typer(databases.app, name="db")
 
 
 def run() -> None:
