@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import openai
 import pytest
@@ -25,9 +25,9 @@ FIXED_SQL = "```sql\nSELECT 地区, SUM(amount) AS 销售额 FROM orders GROUP B
 
 
 class _Upstream(BaseHTTPRequestHandler):
-    seen: list[dict[str, Any]] = []
+    seen: ClassVar[list[dict[str, Any]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         _Upstream.seen.append(body)
         base = {"id": "chatcmpl-mock", "created": int(time.time()), "model": body["model"]}
