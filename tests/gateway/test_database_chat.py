@@ -127,3 +127,19 @@ def test_chat_needs_a_project_key_and_a_known_database(
         "/v1/chat/completions", json={"model": "db/nope", "messages": messages}, headers=keys["developer"]
     )
     assert missing.status_code == 404
+
+
+def test_another_projects_key_cannot_reach_the_database(
+    gateway: Gateway, keys: dict[str, dict[str, str]]
+) -> None:
+    gateway.state.tenancy.create_project("acme", ProjectCreate(name="other"))
+    other, _ = gateway.state.keys.create_key(name="other", role="developer", project="acme/other")
+    gateway.replies[:] = [SQL_REPLY]
+    response = gateway.client.post(
+        "/v1/chat/completions",
+        json={"model": "db/sales", "messages": [{"role": "user", "content": "销售额"}]},
+        headers={"authorization": f"Bearer {other}"},
+    )
+    assert response.status_code == 404 and "华东" not in response.text
+    audit = gateway.client.get("/admin/v1/audit", headers=keys["org_admin"]).json()
+    assert any(e["action"] == "database.create" and e["target"] == "acme/sales/sales" for e in audit)

@@ -28,6 +28,7 @@
     stratum ab start|report    A/B tests with sticky assignment and a significance report
     stratum data …             datasets: import, versions, transforms, review
     stratum feedback list      user feedback with the serving version (low scores, corrections)
+    stratum db …               databases for LLM + database QA (add, list, remove, ask)
 
 Failures are turned into one ``error: …`` line by ``StratumGroup`` (see ``group.py``).
 """
@@ -61,6 +62,7 @@ from stratum.cli import (
     tenancy,
     usage,
 )
+from stratum.cli import audit, chat, databases, keys, models, prices, serve, tenancy, usage
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 
@@ -147,6 +149,7 @@ app.add_typer(deploy.app, name="deploy")
 app.add_typer(deploy.ab_app, name="ab")
 app.add_typer(data.app, name="data")
 app.add_typer(feedback.app, name="feedback")
+app.add_typer(databases.app, name="db")
 
 
 def run() -> None:

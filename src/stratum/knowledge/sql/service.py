@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from stratum.errors import Conflict, InvalidRequest, NotFound
 from stratum.governance import audit
+from stratum.governance.tables import ProjectRow
 from stratum.knowledge.sql.executor import (
     Column,
     SQLRejected,
@@ -124,6 +125,7 @@ class DatabaseService:
                 actor=actor,
                 action="database.create",
                 target=f"{project_path}/{spec.name}",
+                org_id=_org_of(session, project_id),
                 project_id=project_id,
                 detail={"url": row.url_display, "model": spec.model, "tables": spec.tables},
             )
@@ -151,6 +153,7 @@ class DatabaseService:
                 actor=actor,
                 action="database.delete",
                 target=f"{project_path}/{name}",
+                org_id=_org_of(session, project_id),
                 project_id=project_id,
             )
 
@@ -258,6 +261,11 @@ class DatabaseService:
                 f"no database named {name!r} in this project", param="name", code="database_not_found"
             )
         return row  # type: ignore[no-any-return]
+
+
+def _org_of(session: Any, project_id: str) -> str | None:
+    """The project's organisation, so that org admins see these entries in their audit log."""
+    return session.scalar(select(ProjectRow.org_id).where(ProjectRow.id == project_id))  # type: ignore[no-any-return]
 
 
 def _quote(identifier: str) -> str:
