@@ -104,6 +104,7 @@ class ProcessExecutor:
             "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus),
             "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
             "PYTHONUNBUFFERED": "1",
+            child.WATCH_PARENT_ENV: "1",
         }
         with log_path.open("ab") as log:
             process = subprocess.Popen(
