@@ -48,7 +48,8 @@ def _die_with_the_worker(worker_pid: int) -> None:
 
 def main(argv: list[str]) -> int:
     spec_path, entry = Path(argv[0]), argv[1]
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    if threading.current_thread() is threading.main_thread():  # not under the ThreadExecutor fake
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     if os.environ.get(WATCH_PARENT_ENV) == "1":
         _die_with_the_worker(os.getppid())
     context = JobContext.from_spec(spec_path)

@@ -136,7 +136,16 @@ class _Thread:
 class ThreadExecutor:
     """Fake for tests: the child's ``main`` in a thread (no isolation, no thread limits)."""
 
-    def start(self, *, spec_path: Path, entry: str, log_path: Path, threads: int, gpus: list[int]) -> _Thread:
+    def start(
+        self,
+        *,
+        spec_path: Path,
+        entry: str,
+        log_path: Path,
+        threads: int,
+        gpus: list[int],
+        env: dict[str, str],
+    ) -> _Thread:
         box: list[int] = []
 
         def target() -> None:
