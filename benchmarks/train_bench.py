@@ -76,7 +76,9 @@ def _run(base: Path, data: Path, work: Path, method: str, args: argparse.Namespa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", choices=("100m", "20m"), default="100m")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=4)
@@ -102,7 +104,7 @@ def main() -> None:
     for method, r in results.items():
         share = f"{r['trainable'] / r['total']:.2%}"
         print(
-            f"{method:<8}{share:>14}{r['tokens_per_s']:>11.0f}{r['s_per_step']:>9.2f}"
+            f"{method:<8}{share:>14}{r['tokens_per_s']:>11.1f}{r['s_per_step']:>9.2f}"
             f"{r['wall_s']:>9.1f}{r['loss']:>9.3f}"
         )
     speedup = results["lora"]["tokens_per_s"] / results["full"]["tokens_per_s"]

@@ -86,3 +86,16 @@ def test_jobs_of_another_project_stay_invisible(gateway: Gateway) -> None:
     assert {j["id"] for j in everything} == {a_id, b_id}
     denied = client.get("/admin/v1/jobs", headers=gateway.headers)  # a platform "user" key
     assert denied.status_code == 403
+
+
+def test_a_key_scoped_to_some_models_fine_tunes_only_those(gateway: Gateway) -> None:
+    keys = _keys(gateway)
+    scoped, _ = gateway.state.keys.create_key(
+        name="scoped", role="developer", project="org-a/proj-a", models=["qwen*"]
+    )
+    base = "/admin/v1/orgs/org-a/projects/proj-a/jobs"
+    body = {"kind": "sft", "config": {"base": "fake", "dataset": "faq@1"}}
+    denied = gateway.client.post(base, json=body, headers=_h(scoped))
+    assert denied.status_code == 403 and denied.json()["error"]["rule"] == "key.models"
+    allowed = gateway.client.post(base, json=body, headers=_h(keys["dev_a"]))
+    assert allowed.status_code == 201, allowed.text

@@ -4,6 +4,7 @@ limit, cancel, retry, lease expiry, and atomic claims by concurrent workers."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -169,3 +170,20 @@ def test_submit_validates_kind_config_and_project(jobs: JobService) -> None:
         jobs.list_jobs(status="done")
     with pytest.raises(InvalidRequest):
         jobs.submit(JobSubmit(kind="sleep"), project="no-slash")
+
+
+def test_the_thread_executor_fake_runs_a_job_in_process(db: Database, tmp_path: Path) -> None:
+    from stratum.jobs.executor import ThreadExecutor
+    from stratum.jobs.worker import Worker
+    from stratum.settings import Settings
+
+    settings = Settings(home=tmp_path / "home")
+    jobs = JobService(db, jobs_dir=settings.jobs_dir)
+    job = jobs.submit(JobSubmit(kind="sleep", config={"seconds": 0.05, "steps": 2, "message": "线程"}))
+    worker = Worker(db, settings, executor=ThreadExecutor(), capacity=BIG, worker_id="t", poll_s=0.01)
+    deadline = time.monotonic() + 30
+    while jobs.get(job.id).status != "succeeded":
+        assert time.monotonic() < deadline
+        worker.tick()
+        time.sleep(0.02)
+    assert jobs.get(job.id).result == {"steps": 2} and "step 2/2 线程" in jobs.logs(job.id).text

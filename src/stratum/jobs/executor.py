@@ -104,6 +104,7 @@ class ProcessExecutor:
             "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus),
             "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
             "PYTHONUNBUFFERED": "1",
+            child.WATCH_PARENT_ENV: "1",
         }
         with log_path.open("ab") as log:
             process = subprocess.Popen(
@@ -135,7 +136,16 @@ class _Thread:
 class ThreadExecutor:
     """Fake for tests: the child's ``main`` in a thread (no isolation, no thread limits)."""
 
-    def start(self, *, spec_path: Path, entry: str, log_path: Path, threads: int, gpus: list[int]) -> _Thread:
+    def start(
+        self,
+        *,
+        spec_path: Path,
+        entry: str,
+        log_path: Path,
+        threads: int,
+        gpus: list[int],
+        env: dict[str, str],
+    ) -> _Thread:
         box: list[int] = []
 
         def target() -> None:

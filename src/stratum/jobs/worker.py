@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # Share of the machine's RAM offered to jobs by default: the rest is for the OS and the gateway.
 _DEFAULT_MEMORY_SHARE = 0.8
+# Longest pause between two sweeps for expired leases (shorter when the lease is short).
+_SWEEP_EVERY_S = 5.0
 
 
 def default_capacity(settings: Settings) -> Resources:
@@ -80,6 +83,7 @@ class Worker:
         self.poll_s = poll_s
         self.running: dict[str, _Running] = {}
         self._stop = threading.Event()
+        self._last_sweep = float("-inf")
 
     # -- capacity -------------------------------------------------------------------------------
     def free(self) -> Resources:
@@ -96,8 +100,12 @@ class Worker:
 
     # -- the loop -------------------------------------------------------------------------------
     def tick(self) -> None:
-        for changed in self.scheduler.requeue_expired():
-            log.warning("job %s lost its worker; now %s", changed.id, changed.status)
+        now = time.monotonic()
+        # Expired leases are rare: look for them a few times per lease, not on every tick.
+        if now - self._last_sweep >= min(self.scheduler.lease_s / 3, _SWEEP_EVERY_S):
+            self._last_sweep = now
+            for changed in self.scheduler.requeue_expired():
+                log.warning("job %s lost its worker; now %s", changed.id, changed.status)
         for job_id in list(self.running):
             self._check(job_id)
         while not self._stop.is_set():

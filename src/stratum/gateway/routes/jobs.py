@@ -99,6 +99,10 @@ async def submit_job(
         raise PermissionDenied(
             f"only a platform admin may point a job at server files ({', '.join(paths)})", param="config"
         )
+    base = spec.config.get("base")
+    if isinstance(base, str):
+        # A key limited to some models (key.models, rules) may only fine-tune those.
+        await context.authorize("models.read", model=base, org_id=found.org_id, project_id=found.id)
     return await anyio.to_thread.run_sync(
         lambda: state.jobs.submit(spec, project=found.path, actor=context.principal.key_id)
     )
