@@ -47,6 +47,7 @@ from stratum.cli import (
     chat,
     compress,
     data,
+    databases,
     deploy,
     evals,
     feedback,
@@ -62,7 +63,6 @@ from stratum.cli import (
     tenancy,
     usage,
 )
-from stratum.cli import audit, chat, databases, keys, models, prices, serve, tenancy, usage
 from stratum.cli.group import StratumGroup
 from stratum.cli.output import print_json
 
@@ -144,10 +144,6 @@ app.add_typer(deploy.ab_app, name="ab")
 app.add_typer(kb.app, name="kb")
 app.add_typer(jobs.app, name="jobs")
 app.command("worker")(jobs.worker)
-app.command("lineage")(lineage.lineage)
-app.add_typer(deploy.app, name="deploy")
-app.add_typer(deploy.ab_app, name="ab")
-app.add_typer(data.app, name="data")
 app.add_typer(feedback.app, name="feedback")
 app.add_typer(databases.app, name="db")
 

@@ -20,11 +20,11 @@ from stratum.governance.service import KeyService, Principal
 from stratum.governance.tenancy import TenancyService
 from stratum.governance.usage import UsageService
 from stratum.jobs.service import JobService
+from stratum.knowledge.service import KnowledgeService
+from stratum.knowledge.sql.service import DatabaseService
 from stratum.registry.feedback import FeedbackService
 from stratum.registry.lineage import LineageService
 from stratum.registry.responses import ResponseLog
-from stratum.knowledge.service import KnowledgeService
-from stratum.knowledge.sql.service import DatabaseService
 from stratum.registry.service import RegistryService
 from stratum.routing import RoutingServices
 from stratum.settings import Settings
