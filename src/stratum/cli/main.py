@@ -23,10 +23,6 @@
     stratum kb …               knowledge bases (create, list, ingest, search, eval, export, import)
     stratum jobs …             the job queue (submit, list, show, logs, cancel, retry)
     stratum worker             run a job worker
-    stratum lineage MODEL@V    what produced a version and what it produced
-    stratum deploy …           canary releases with automatic rollback (status, history …)
-    stratum ab start|report    A/B tests with sticky assignment and a significance report
-    stratum data …             datasets: import, versions, transforms, review
     stratum feedback list      user feedback with the serving version (low scores, corrections)
     stratum db …               databases for LLM + database QA (add, list, remove, ask)
 
