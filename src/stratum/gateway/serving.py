@@ -66,3 +66,13 @@ def served_hook(
         )
 
     return remember
+
+
+def as_failure(hook: Callable[[int, float, str | None], None]) -> Callable[[int, float, str | None], None]:
+    """The deployed version failed even though a fallback link answered the client: the canary and
+    the A/B numbers must see the failure, not the fallback's success."""
+
+    def remember(status: int, seconds: float, response_id: str | None) -> None:
+        hook(502 if status < 400 else status, seconds, None)
+
+    return remember
