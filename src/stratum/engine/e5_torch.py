@@ -84,6 +84,9 @@ class _Layer(nn.Module):
 class _E5Model(nn.Module):
     """The encoder stack; word embeddings are looked up outside (they stay 4-bit on disk)."""
 
+    positions: torch.Tensor
+    token_type: torch.Tensor
+
     def __init__(self, weights: E5File) -> None:
         super().__init__()
         c = weights.config
@@ -92,7 +95,7 @@ class _E5Model(nn.Module):
         # Every input has token type 0, so only the first row of the type table is ever added.
         self.register_buffer("token_type", torch.from_numpy(weights.tensor("emb.type", (2 * h,))[:h]))
         self.embed_norm = nn.LayerNorm(h, eps=c.eps)
-        self.blocks = nn.ModuleList(_Layer(c) for _ in range(c.layers))
+        self.blocks: list[_Layer] = nn.ModuleList(_Layer(c) for _ in range(c.layers))  # type: ignore[assignment]
         with torch.no_grad():
             _set(self.embed_norm, weights, "emb.ln", h)
             for i, block in enumerate(self.blocks):

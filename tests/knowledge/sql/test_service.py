@@ -68,7 +68,9 @@ def test_register_list_remove_and_the_url_is_encrypted(
     assert conn.url == pg_url
     with pytest.raises(Conflict):
         service.add(project_id=project[0], project_path=project[1], spec=spec)
-    assert [d.name for d in service.list(project_id=project[0], project_path=project[1])] == ["warehouse"]
+    assert [d.name for d in service.list_databases(project_id=project[0], project_path=project[1])] == [
+        "warehouse"
+    ]
     service.remove(project_id=project[0], project_path=project[1], name="warehouse")
     with pytest.raises(NotFound):
         service.get(project_id=project[0], project_path=project[1], name="warehouse")
@@ -109,7 +111,7 @@ def test_registration_is_validated(
     with pytest.raises(InvalidRequest) as excinfo:
         service.add(project_id=project[0], project_path=project[1], spec=DatabaseCreate(**fields))  # type: ignore[arg-type]
     assert message in excinfo.value.message
-    assert service.list(project_id=project[0], project_path=project[1]) == []
+    assert service.list_databases(project_id=project[0], project_path=project[1]) == []
 
 
 def test_schema_prompt_shows_allowed_columns_and_filtered_samples(

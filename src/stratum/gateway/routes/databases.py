@@ -27,7 +27,7 @@ async def list_databases(
 ) -> list[DatabasePublic]:
     found = await _project(context, state, org, project, "databases.read")
     return await anyio.to_thread.run_sync(
-        lambda: state.databases.list(project_id=found.id, project_path=found.path)
+        lambda: state.databases.list_databases(project_id=found.id, project_path=found.path)
     )
 
 

@@ -258,9 +258,10 @@ def check_filter(condition: str, *, dialect: str) -> str:
 
 def _condition(condition: str, read: str) -> exp.Expression:
     try:
-        return sqlglot.parse_one(condition, read=read, into=exp.Condition)
+        parsed: exp.Expression = sqlglot.parse_one(condition, read=read, into=exp.Condition)  # type: ignore[assignment]
     except (ParseError, SqlglotError) as exc:
         raise InvalidRequest(f"row filter {condition!r} does not parse: {_first_line(exc)}") from exc
+    return parsed
 
 
 def _check_function(node: exp.Func) -> None:

@@ -131,7 +131,7 @@ class DatabaseService:
             )
             return _public(row, project_path)
 
-    def list(self, *, project_id: str, project_path: str) -> list[DatabasePublic]:
+    def list_databases(self, *, project_id: str, project_path: str) -> list[DatabasePublic]:
         with self._db.session(write=False) as session:
             rows = session.scalars(
                 select(DatabaseRow).where(DatabaseRow.project_id == project_id).order_by(DatabaseRow.name)
