@@ -78,7 +78,8 @@ async def _throughput(
         while pending:
             index = pending.pop(0)
             prompt = PROMPTS[index % len(PROMPTS)]
-            total += await _request(engine, prompt, adapters[index % len(adapters)], max_tokens)
+            tokens = await _request(engine, prompt, adapters[index % len(adapters)], max_tokens)
+            total += tokens  # not `total += await ...`: that reads total before the await
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))

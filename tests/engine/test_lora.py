@@ -22,7 +22,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from stratum.engine.adapter_config import read_adapter_config
 from stratum.engine.base import GenerationRequest, SamplingParams
 from stratum.engine.local import LocalEngine
-from stratum.engine.lora import load_adapter
+from stratum.engine.lora import load_adapter, router_of
 from stratum.errors import InvalidRequest, Overloaded
 from tests.tiny import build_tiny_llama, build_tiny_lora, reference_greedy
 
@@ -49,8 +49,11 @@ def dirs(tmp_path_factory: pytest.TempPathFactory) -> Dirs:
     base = build_tiny_llama(root / "base")
     adapters = {
         "a": build_tiny_lora(base, root / "a", seed=1),
-        "b": build_tiny_lora(base, root / "b", seed=2, rank=8, modules=("k_proj", "o_proj", "up_proj")),
-        "c": build_tiny_lora(base, root / "c", seed=3, rank=2, modules=("gate_proj",), rslora=True),
+        # q_proj is targeted by all three: a round with 3+ adapter groups there takes the stacked path.
+        "b": build_tiny_lora(
+            base, root / "b", seed=2, rank=8, modules=("q_proj", "k_proj", "o_proj", "up_proj")
+        ),
+        "c": build_tiny_lora(base, root / "c", seed=3, rank=2, modules=("q_proj", "gate_proj"), rslora=True),
     }
     return Dirs(base=base, adapters=adapters)
 
@@ -126,6 +129,9 @@ async def test_mixed_batch_equals_each_alone_in_peft(engine: LocalEngine, dirs: 
     expected = _reference(dirs, requests)
     together = await asyncio.gather(*[_text(engine, r) for r in requests])
     assert together == expected
+    # The q_proj layers saw rounds with 3 adapters: they took the stacked path at least once.
+    layers = router_of(engine._model)._layers
+    assert any(layer._stack is not None for path, layer in layers.items() if path.endswith("q_proj"))
     # Alone through the engine as well (batch of one), same answers.
     alone = [await _text(engine, r) for r in requests[::5]]
     assert alone == expected[::5]
@@ -188,4 +194,4 @@ def test_bad_adapter_directories(tmp_path: Path, dirs: Dirs) -> None:
     weights = load_adapter(dirs.adapters["c"], dtype=torch.float32)
     # rsLoRA: alpha / sqrt(r) (alpha = 2r = 4, r = 2).
     assert {round(d.scaling, 6) for d in weights.deltas.values()} == {round(4 / 2**0.5, 6)}
-    assert len(weights.deltas) == 2  # gate_proj in each of the 2 layers
+    assert len(weights.deltas) == 4  # q_proj and gate_proj in each of the 2 layers
