@@ -104,3 +104,54 @@ def test_bad_suite_is_one_line_error(run_stratum: RunStratum, upstream_bot: str,
     done = run_stratum("eval", "run", "bot", "--suite", str(bad))
     assert done.returncode != 0
     assert "line 1: field 'reference'" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_run_and_gate_on_a_dataset_split_reuse_runs_and_record_lineage(
+    run_stratum: RunStratum, upstream_bot: str, tmp_path: Path
+) -> None:
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"问题{i}"},
+                {"role": "assistant", "content": "你好，我是测试模型。" if i % 2 else f"答案{i}"},
+            ]
+        }
+        for i in range(10)
+    ]
+    source = write_jsonl(tmp_path / "客服.jsonl", rows)
+    assert run_stratum("data", "import", str(source)).returncode == 0
+    split = run_stratum(
+        "data",
+        "transform",
+        "客服",
+        "--steps",
+        "split",
+        "--params",
+        "split.test=0.5",
+        "--params",
+        "split.train=0.5",
+        "--params",
+        "split.validation=0",
+    )
+    assert split.returncode == 0, split.stderr
+    no_split = run_stratum("eval", "run", "bot", "--dataset", "客服@1")
+    assert (
+        no_split.returncode == 1 and "has no splits" in no_split.stderr and "Traceback" not in no_split.stderr
+    )
+    done = run_stratum("eval", "run", "bot", "--dataset", "客服@2", "--json")
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert run["suite"] == "客服@2:test" and run["items"] == 5
+    lineage = run_stratum("lineage", f"eval:{run['id']}", "--json")
+    assert lineage.returncode == 0, lineage.stderr
+    relations = {(e["source_id"], e["relation"]) for e in json.loads(lineage.stdout)["upstream"]}
+    assert {("bot@1", "evaluated"), ("客服@2", "evaluated_on")} <= relations
+    gated = run_stratum(
+        "eval", "gate", "bot@1", "--baseline", "bot@1", "--dataset", "客服@2", "--min-items", "5", "--json"
+    )
+    assert gated.returncode == 0, gated.stderr
+    # The stored run was reused: still one run.
+    assert len(json.loads(run_stratum("eval", "list", "--json").stdout)) == 1
+    both = run_stratum("eval", "run", "bot", "--dataset", "客服@2", "--suite", str(source))
+    assert both.returncode == 1 and "exactly one of" in both.stderr
