@@ -155,3 +155,34 @@ def test_run_and_gate_on_a_dataset_split_reuse_runs_and_record_lineage(
     assert len(json.loads(run_stratum("eval", "list", "--json").stdout)) == 1
     both = run_stratum("eval", "run", "bot", "--dataset", "客服@2", "--suite", str(source))
     assert both.returncode == 1 and "exactly one of" in both.stderr
+
+
+@pytest.mark.slow
+def test_judge_runs_both_models_and_stores_position_swapped_scores(
+    run_stratum: RunStratum, upstream_bot: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    # Every model here is the fake upstream, which always answers "A": a judge that always picks
+    # the first answer is pure position bias, so the swapped asks disagree and every item ties.
+    fake_openai.deltas = ("A",)
+    suite = write_jsonl(
+        tmp_path / "s.jsonl", [{"id": str(i), "prompt": f"问{i}", "answer": "好"} for i in range(3)]
+    )
+    judged = run_stratum(
+        "eval", "judge", "bot", "--baseline", "bot@1", "--judge", "bot", "--suite", str(suite), "--json"
+    )
+    assert judged.returncode == 0, judged.stderr
+    run = json.loads(judged.stdout)
+    assert run["metrics"]["judge"] == 0.5 and run["metrics"]["win"] == 0.0
+    assert run["suite"] == f"judge[bot@1 by bot@1]:{suite.stem}"
+    # 3 items x (candidate + baseline + 2 judge asks).
+    assert len(fake_openai.requests) == 12
+    judge_prompts = [
+        r["messages"][0]["content"] for r in fake_openai.requests if "回答 A" in r["messages"][0]["content"]
+    ]
+    assert len(judge_prompts) == 6 and all("问" in p for p in judge_prompts)
+    again = run_stratum("eval", "compare", str(run["id"]), str(run["id"]), "--metric", "judge", "--json")
+    assert again.returncode == 0, again.stderr
+    missing = run_stratum(
+        "eval", "judge", "bot", "--baseline", "bot@1", "--judge", "无此模型", "--suite", str(suite)
+    )
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr

@@ -112,6 +112,67 @@ async def _generate(version: Any, suite: Any, *, metrics: list[str] | None, max_
             await pool.close()
 
 
+@app.command("judge")
+def judge(
+    candidate: Annotated[str, typer.Argument(help="The candidate: NAME@V or NAME:ALIAS.")],
+    baseline: Annotated[str, typer.Option("--baseline", help="The version it is compared with.")],
+    judge_model: Annotated[str, typer.Option("--judge", help="The served model that judges.")],
+    suite: SuiteOption = None,
+    dataset: DatasetOption = None,
+    split: SplitOption = "test",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Tokens per answer.")] = 128,
+    as_json: JsonOption = False,
+) -> None:
+    """Pairwise LLM-as-judge (position-swapped): both versions answer, the judge picks per item.
+
+    Stores a run of the candidate whose per-item ``judge`` score is 1 (won both orders), 0.5 (tie or
+    inconsistent) or 0 (lost both); two such runs against the same baseline compare with
+    ``eval compare A B --metric judge``.
+    """
+    from stratum.evals.service import EvalService
+    from stratum.evals.suites import Suite
+    from stratum.registry.service import RegistryService
+
+    with open_database() as db:
+        loaded, dataset_ref = load_suite_option(db, suite, dataset, split)
+        if loaded.kind != "generation":
+            raise CliError(f"the judge compares free answers; {loaded.name} is a {loaded.kind} suite")
+        registry = RegistryService(db)
+        cand, base, referee = (registry.resolve(ref) for ref in (candidate, baseline, judge_model))
+        result = asyncio.run(_judge(cand.ref, base.ref, referee.ref, loaded, max_tokens=max_tokens))
+        named = Suite(
+            name=f"judge[{base.ref} by {referee.ref}]:{loaded.name}", kind=loaded.kind, items=loaded.items
+        )
+        saved = EvalService(db).record_run(
+            model_ref=cand.ref, suite=named, result=result, actor=cli_actor(), dataset_ref=dataset_ref
+        )
+    if as_json:
+        print_json(saved.model_dump(mode="json"))
+        return
+    print_fields({"run": saved.id, "candidate": saved.model_ref, "baseline": base.ref, "judge": referee.ref})
+    print_table([{"metric": k, "mean": f"{v:.4f}"} for k, v in saved.metrics.items()], ["metric", "mean"])
+
+
+async def _judge(candidate: str, baseline: str, judge_ref: str, suite: Any, *, max_tokens: int) -> Any:
+    from stratum.evals.judge import judge_suite
+    from stratum.evals.runner import run_suite
+    from stratum.gateway.pool import ModelPool, default_factory
+    from stratum.registry.service import RegistryService
+    from stratum.settings import Settings
+
+    with open_database() as db:
+        pool = ModelPool(RegistryService(db), default_factory(Settings()))
+        try:
+            answers = []
+            for ref in (candidate, baseline):
+                _, engine = await pool.text_engine(ref)
+                answers.append(await run_suite(engine, suite, max_tokens=max_tokens))
+            _, referee = await pool.text_engine(judge_ref)
+            return await judge_suite(referee, suite, candidate=answers[0], baseline=answers[1])
+        finally:
+            await pool.close()
+
+
 @app.command("list")
 def list_runs(
     model: Annotated[str | None, typer.Option("--model", help="Only runs of this version (NAME@V).")] = None,
@@ -199,7 +260,11 @@ def gate(
         run_ids = []
         for ref in (baseline, candidate):
             version = registry.resolve(ref)
-            existing = [r for r in evals.list_runs(model_ref=version.ref) if r.suite_digest == loaded.digest]
+            existing = [
+                r
+                for r in evals.list_runs(model_ref=version.ref)
+                if r.suite_digest == loaded.digest and metric in r.metrics
+            ]
             if existing:
                 run_ids.append(existing[-1].id)
                 continue
