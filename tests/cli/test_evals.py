@@ -1,10 +1,14 @@
 """``stratum eval`` in a subprocess, the way a release script runs it."""
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from stratum.evals.tables import EvalScheduleRow
+from stratum.settings import Settings
+from stratum.storage import Database, utcnow
 from tests.cli.conftest import FakeOpenAI, RunStratum
 from tests.tiny import build_tiny_llama
 
@@ -186,3 +190,51 @@ def test_judge_runs_both_models_and_stores_position_swapped_scores(
         "eval", "judge", "bot", "--baseline", "bot@1", "--judge", "无此模型", "--suite", str(suite)
     )
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
+
+
+@pytest.mark.slow
+def test_schedule_add_run_due_flags_a_drop_and_lists_it(
+    run_stratum: RunStratum, upstream_bot: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    assert run_stratum("models", "alias", "bot", "prod", "1").returncode == 0
+    suite = write_jsonl(
+        tmp_path / "客服.jsonl",
+        [{"id": str(i), "prompt": f"问{i}", "answer": "你好，我是测试模型。"} for i in range(4)],
+    )
+    bad = run_stratum("eval", "schedule", "add", "bot@1", "--suite", str(suite))
+    assert bad.returncode == 1 and "NAME:ALIAS" in bad.stderr and "Traceback" not in bad.stderr
+    made = run_stratum(
+        "eval",
+        "schedule",
+        "add",
+        "bot:prod",
+        "--suite",
+        str(suite),
+        "--every",
+        "90s",
+        "--metric",
+        "exact_match",
+        "--json",
+    )
+    assert made.returncode == 0, made.stderr
+    first = run_stratum("eval", "schedule", "run-due", "--json")
+    assert first.returncode == 0, first.stderr
+    [outcome] = json.loads(first.stdout)
+    assert outcome["current"] == 1.0 and outcome["previous"] is None
+    assert json.loads(run_stratum("eval", "schedule", "run-due", "--json").stdout) == []  # not due again yet
+    # The production model now answers worse; rather than wait 90 s, make the schedule due now.
+    fake_openai.deltas = ("不知道",)
+    db = Database(Settings().resolved_database_url)
+    with db.session() as session:
+        session.get(EvalScheduleRow, json.loads(made.stdout)["id"]).next_due_at = utcnow() - timedelta(
+            seconds=1
+        )
+    db.dispose()
+    second = run_stratum("eval", "schedule", "run-due")
+    assert second.returncode == 1 and "FLAGGED" in second.stdout
+    listed = run_stratum("eval", "schedule", "list", "--json")
+    [schedule] = json.loads(listed.stdout)
+    assert schedule["flagged"] is True and "100.0%" in schedule["flag_reason"]
+    assert schedule["backflow_dataset"] is None  # no feedback yet
+    audit = run_stratum("audit", "list", "--json")
+    assert "eval.schedule.flag" in audit.stdout

@@ -13,10 +13,12 @@ from typing import Annotated, Any
 
 import typer
 
+from stratum.cli.eval_schedule import app as schedule_app
 from stratum.cli.output import CliError, print_fields, print_json, print_table
 from stratum.cli.store import cli_actor, open_database
 
 app = typer.Typer(help="Evaluate model versions on suites and gate releases.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 SuiteOption = Annotated[
