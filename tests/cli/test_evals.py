@@ -1,10 +1,14 @@
 """``stratum eval`` in a subprocess, the way a release script runs it."""
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from stratum.evals.tables import EvalScheduleRow
+from stratum.settings import Settings
+from stratum.storage import Database, utcnow
 from tests.cli.conftest import FakeOpenAI, RunStratum
 from tests.tiny import build_tiny_llama
 
@@ -104,3 +108,133 @@ def test_bad_suite_is_one_line_error(run_stratum: RunStratum, upstream_bot: str,
     done = run_stratum("eval", "run", "bot", "--suite", str(bad))
     assert done.returncode != 0
     assert "line 1: field 'reference'" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_run_and_gate_on_a_dataset_split_reuse_runs_and_record_lineage(
+    run_stratum: RunStratum, upstream_bot: str, tmp_path: Path
+) -> None:
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"问题{i}"},
+                {"role": "assistant", "content": "你好，我是测试模型。" if i % 2 else f"答案{i}"},
+            ]
+        }
+        for i in range(10)
+    ]
+    source = write_jsonl(tmp_path / "客服.jsonl", rows)
+    assert run_stratum("data", "import", str(source)).returncode == 0
+    split = run_stratum(
+        "data",
+        "transform",
+        "客服",
+        "--steps",
+        "split",
+        "--params",
+        "split.test=0.5",
+        "--params",
+        "split.train=0.5",
+        "--params",
+        "split.validation=0",
+    )
+    assert split.returncode == 0, split.stderr
+    no_split = run_stratum("eval", "run", "bot", "--dataset", "客服@1")
+    assert (
+        no_split.returncode == 1 and "has no splits" in no_split.stderr and "Traceback" not in no_split.stderr
+    )
+    done = run_stratum("eval", "run", "bot", "--dataset", "客服@2", "--json")
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert run["suite"] == "客服@2:test" and run["items"] == 5
+    lineage = run_stratum("lineage", f"eval:{run['id']}", "--json")
+    assert lineage.returncode == 0, lineage.stderr
+    relations = {(e["source_id"], e["relation"]) for e in json.loads(lineage.stdout)["upstream"]}
+    assert {("bot@1", "evaluated"), ("客服@2", "evaluated_on")} <= relations
+    gated = run_stratum(
+        "eval", "gate", "bot@1", "--baseline", "bot@1", "--dataset", "客服@2", "--min-items", "5", "--json"
+    )
+    assert gated.returncode == 0, gated.stderr
+    # The stored run was reused: still one run.
+    assert len(json.loads(run_stratum("eval", "list", "--json").stdout)) == 1
+    both = run_stratum("eval", "run", "bot", "--dataset", "客服@2", "--suite", str(source))
+    assert both.returncode == 1 and "exactly one of" in both.stderr
+
+
+@pytest.mark.slow
+def test_judge_runs_both_models_and_stores_position_swapped_scores(
+    run_stratum: RunStratum, upstream_bot: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    # Every model here is the fake upstream, which always answers "A": a judge that always picks
+    # the first answer is pure position bias, so the swapped asks disagree and every item ties.
+    fake_openai.deltas = ("A",)
+    suite = write_jsonl(
+        tmp_path / "s.jsonl", [{"id": str(i), "prompt": f"问{i}", "answer": "好"} for i in range(3)]
+    )
+    judged = run_stratum(
+        "eval", "judge", "bot", "--baseline", "bot@1", "--judge", "bot", "--suite", str(suite), "--json"
+    )
+    assert judged.returncode == 0, judged.stderr
+    run = json.loads(judged.stdout)
+    assert run["metrics"]["judge"] == 0.5 and run["metrics"]["win"] == 0.0
+    assert run["suite"] == f"judge[bot@1 by bot@1]:{suite.stem}"
+    # 3 items x (candidate + baseline + 2 judge asks).
+    assert len(fake_openai.requests) == 12
+    judge_prompts = [
+        r["messages"][0]["content"] for r in fake_openai.requests if "回答 A" in r["messages"][0]["content"]
+    ]
+    assert len(judge_prompts) == 6 and all("问" in p for p in judge_prompts)
+    again = run_stratum("eval", "compare", str(run["id"]), str(run["id"]), "--metric", "judge", "--json")
+    assert again.returncode == 0, again.stderr
+    missing = run_stratum(
+        "eval", "judge", "bot", "--baseline", "bot@1", "--judge", "无此模型", "--suite", str(suite)
+    )
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+
+
+@pytest.mark.slow
+def test_schedule_add_run_due_flags_a_drop_and_lists_it(
+    run_stratum: RunStratum, upstream_bot: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    assert run_stratum("models", "alias", "bot", "prod", "1").returncode == 0
+    suite = write_jsonl(
+        tmp_path / "客服.jsonl",
+        [{"id": str(i), "prompt": f"问{i}", "answer": "你好，我是测试模型。"} for i in range(4)],
+    )
+    bad = run_stratum("eval", "schedule", "add", "bot@1", "--suite", str(suite))
+    assert bad.returncode == 1 and "NAME:ALIAS" in bad.stderr and "Traceback" not in bad.stderr
+    made = run_stratum(
+        "eval",
+        "schedule",
+        "add",
+        "bot:prod",
+        "--suite",
+        str(suite),
+        "--every",
+        "90s",
+        "--metric",
+        "exact_match",
+        "--json",
+    )
+    assert made.returncode == 0, made.stderr
+    first = run_stratum("eval", "schedule", "run-due", "--json")
+    assert first.returncode == 0, first.stderr
+    [outcome] = json.loads(first.stdout)
+    assert outcome["current"] == 1.0 and outcome["previous"] is None
+    assert json.loads(run_stratum("eval", "schedule", "run-due", "--json").stdout) == []  # not due again yet
+    # The production model now answers worse; rather than wait 90 s, make the schedule due now.
+    fake_openai.deltas = ("不知道",)
+    db = Database(Settings().resolved_database_url)
+    with db.session() as session:
+        session.get(EvalScheduleRow, json.loads(made.stdout)["id"]).next_due_at = utcnow() - timedelta(
+            seconds=1
+        )
+    db.dispose()
+    second = run_stratum("eval", "schedule", "run-due")
+    assert second.returncode == 1 and "FLAGGED" in second.stdout
+    listed = run_stratum("eval", "schedule", "list", "--json")
+    [schedule] = json.loads(listed.stdout)
+    assert schedule["flagged"] is True and "100.0%" in schedule["flag_reason"]
+    assert schedule["backflow_dataset"] is None  # no feedback yet
+    audit = run_stratum("audit", "list", "--json")
+    assert "eval.schedule.flag" in audit.stdout

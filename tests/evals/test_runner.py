@@ -76,3 +76,35 @@ async def test_judge_is_position_swapped() -> None:
     )
     assert [p.score for p in pairs] == [1.0, 0.5, 0.0]
     assert pairs[1].verdicts == ("A", "A")
+
+
+async def test_judge_suite_scores_the_candidate_per_item() -> None:
+    from stratum.evals.judge import judge_suite
+    from stratum.evals.runner import ItemResult, RunResult
+
+    suite = parse_suite(
+        [
+            (1, {"id": "a", "prompt": "北京是哪国首都？", "answer": "中国"}),
+            (2, {"id": "b", "prompt": "你好", "answer": "你好"}),
+        ],
+        name="qa",
+    )
+    cand = RunResult(items=[ItemResult("a", "中国", {}), ItemResult("b", "嗯", {})])
+    base = RunResult(items=[ItemResult("a", "日本", {}), ItemResult("b", "你好！", {})])
+    judge = FakeEngine(["A", "B", "我不确定", "A"])
+    result = await judge_suite(judge, suite, candidate=cand, baseline=base, concurrency=1)
+    assert [(i.item_id, i.scores["judge"]) for i in result.items] == [("a", 1.0), ("b", 0.5)]
+    assert result.items[1].error is not None and result.items[0].error is None
+    assert result.means()["judge"] == 0.75 and result.means()["win"] == 0.5
+    # The judge saw the question and both answers, the candidate second in the swapped ask.
+    assert "北京是哪国首都？" in judge.requests[0].messages[0]["content"]
+    assert judge.requests[1].messages[0]["content"].index("日本") < judge.requests[1].messages[0][
+        "content"
+    ].index("中国")
+    missing = RunResult(items=[ItemResult("a", "中国", {})])
+    try:
+        await judge_suite(judge, suite, candidate=missing, baseline=base)
+    except Exception as error:
+        assert "missing: b" in str(error)
+    else:
+        raise AssertionError("a run missing items must be refused")

@@ -87,7 +87,7 @@ def _row(job: JobPublic) -> dict[str, Any]:
 
 @app.command("submit")
 def submit(
-    kind: Annotated[str, typer.Argument(metavar="KIND", help="sft, dpo, sleep …")],
+    kind: Annotated[str, typer.Argument(metavar="KIND", help="sft, dpo, eval, sleep …")],
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="YAML (or JSON) file with the job's settings.")
     ] = None,

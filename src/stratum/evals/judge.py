@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stratum.engine.base import TextEngine
-from stratum.evals.runner import generate_text
+from stratum.errors import InvalidRequest
+from stratum.evals.runner import ItemResult, RunResult, generate_text
+from stratum.evals.suites import Suite
 
 PROMPT = """你是公正的评审。请比较两个回答哪一个更好地回答了问题（准确、有用、简洁）。
 You are an impartial judge. Decide which answer answers the question better (correct, helpful, concise).
@@ -79,3 +82,50 @@ async def judge_pairs(
             *(one(i, q, c, b) for i, q, c, b in zip(item_ids, questions, candidate, baseline, strict=True))
         )
     )
+
+
+def question_text(messages: Sequence[dict[str, object]]) -> str:
+    """What the judge is shown as the question: the conversation before the answer."""
+    if len(messages) == 1:
+        return str(messages[0].get("content", ""))
+    return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages)
+
+
+async def judge_suite(
+    judge: TextEngine,
+    suite: Suite,
+    *,
+    candidate: RunResult,
+    baseline: RunResult,
+    concurrency: int = 4,
+) -> RunResult:
+    """A run whose per-item ``judge`` score is the candidate's pairwise score against the baseline.
+
+    The output kept per item is the candidate's answer; ``verdicts`` go in the item's error field
+    only when the judge gave no parseable verdict (so a reader sees why an item tied).
+    """
+    started = time.perf_counter()
+    cand = {item.item_id: item.output for item in candidate.items}
+    base = {item.item_id: item.output for item in baseline.items}
+    missing = [item.id for item in suite.items if item.id not in cand or item.id not in base]
+    if missing:
+        raise InvalidRequest(f"both runs must answer every item; missing: {', '.join(missing[:5])}")
+    ids = [item.id for item in suite.items]
+    pairs = await judge_pairs(
+        judge,
+        item_ids=ids,
+        questions=[question_text(item.messages) for item in suite.items],
+        candidate=[cand[i] for i in ids],
+        baseline=[base[i] for i in ids],
+        concurrency=concurrency,
+    )
+    items = [
+        ItemResult(
+            pair.item_id,
+            cand[pair.item_id],
+            {"judge": pair.score, "win": float(pair.score == 1.0), "loss": float(pair.score == 0.0)},
+            error=None if None not in pair.verdicts else f"unparseable verdict(s): {pair.verdicts}",
+        )
+        for pair in pairs
+    ]
+    return RunResult(items=items, seconds=time.perf_counter() - started)

@@ -20,6 +20,7 @@ from stratum.evals.stats import GateConfig, GateVerdict, PairedComparison, gate,
 from stratum.evals.suites import Suite
 from stratum.evals.tables import EvalItemRow, EvalRunRow, GateResultRow
 from stratum.governance import audit
+from stratum.registry import lineage
 from stratum.storage import Database
 
 # Metrics where lower is better: the gate compares their negation.
@@ -63,8 +64,15 @@ class EvalService:
         self._db = db
 
     def record_run(
-        self, *, model_ref: str, suite: Suite, result: RunResult, actor: str = audit.LOCAL_ACTOR
+        self,
+        *,
+        model_ref: str,
+        suite: Suite,
+        result: RunResult,
+        actor: str = audit.LOCAL_ACTOR,
+        dataset_ref: str | None = None,
     ) -> EvalRun:
+        """Store a run; lineage records model → eval ("evaluated") and dataset → eval ("evaluated_on")."""
         if "@" not in model_ref:
             raise InvalidRequest(
                 "record runs against a resolved version (NAME@V), not an alias", param="model"
@@ -93,6 +101,18 @@ class EvalService:
                 target=model_ref,
                 detail={"run": row.id, "suite": suite.name, "metrics": row.metrics},
             )
+            target = ("eval", str(row.id))
+            lineage.add_edge(
+                session, source=("model", model_ref), target=target, relation="evaluated", actor=actor
+            )
+            if dataset_ref is not None:
+                lineage.add_edge(
+                    session,
+                    source=("dataset", dataset_ref),
+                    target=target,
+                    relation="evaluated_on",
+                    actor=actor,
+                )
             return _run(row)
 
     def get_run(self, run_id: int) -> EvalRun:

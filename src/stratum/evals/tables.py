@@ -58,3 +58,30 @@ class GateResultRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     detail: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvalScheduleRow(Base):
+    """A production alias re-evaluated every ``every_s`` seconds (migration 0013).
+
+    ``flagged`` is set when the newest run's metric dropped by more than ``max_drop`` (relative)
+    against the schedule's previous run; it stays until a later run recovers or it is cleared.
+    """
+
+    __tablename__ = "eval_schedules"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200))  # NAME:ALIAS, resolved at each run
+    suite_path: Mapped[str | None] = mapped_column(Text)
+    dataset_ref: Mapped[str | None] = mapped_column(String(200))
+    split: Mapped[str | None] = mapped_column(String(32))
+    metric: Mapped[str] = mapped_column(String(64))
+    max_drop: Mapped[float] = mapped_column(Float)
+    every_s: Mapped[int] = mapped_column(Integer)
+    next_due_at: Mapped[datetime] = mapped_column()
+    last_run_id: Mapped[int | None] = mapped_column(ForeignKey("eval_runs.id", ondelete="SET NULL"))
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)
+    flag_reason: Mapped[str | None] = mapped_column(Text)
+    backflow_dataset: Mapped[str | None] = mapped_column(String(200))
+    actor: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

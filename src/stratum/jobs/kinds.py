@@ -25,6 +25,7 @@ BUILTIN_KINDS: Mapping[str, JobKind] = {
     "sft": JobKind("stratum.training.sft:run", "stratum.training.config:validate_sft"),
     "dpo": JobKind("stratum.training.dpo:run", "stratum.training.config:validate_dpo"),
     "sleep": JobKind("stratum.jobs.builtin:sleep", "stratum.jobs.builtin:validate_sleep"),
+    "eval": JobKind("stratum.evals.job:run", "stratum.evals.job:validate"),
 }
 
 
