@@ -4,8 +4,8 @@ Both runs use the demo model through `stratum serve`, greedy (temperature 0, so 
 cacheable), the same request sequence, the same closed-loop concurrency, one server at a time.
 The sequence: 30% of positions introduce a new question (a demo question with a unique suffix), 70%
 repeat a question introduced at least ``2 * concurrency`` positions earlier (more than the requests
-in flight in a closed loop), so its answer is in the cache by then when the cache is on. The hit rate actually seen (``x-stratum-cache``) is
-reported, not assumed. Run it with::
+in flight in a closed loop), so its answer is in the cache by then when the cache is on. The hit
+rate actually seen (``x-stratum-cache``) is reported, not assumed. Run it with::
 
     python benchmarks/cache_bench.py [--requests 200] [--concurrency 4] [--max-tokens 32]
 """

@@ -13,7 +13,6 @@ from stratum.routing.tickets import TicketService
 from stratum.settings import Settings
 from stratum.storage import Database
 
-
 WIDE = {"COLUMNS": "250"}  # tables unwrapped, so cells can be matched whole
 
 
