@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from fastapi.routing import APIRoute
 
+from stratum.gateway.routes import routing
 from stratum.gateway.routes.admin import router
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from tests.gateway.conftest import Gateway
@@ -22,7 +23,11 @@ BODIES = {
     ("PUT", "/admin/v1/policies/{name}"): {"name": "r1", "actions": ["chat"]},
 }
 ADMIN_ROUTES = sorted(
-    (method, route.path) for route in router.routes if isinstance(route, APIRoute) for method in route.methods
+    (method, route.path)
+    for table in (router, routing.router)
+    for route in table.routes
+    if isinstance(route, APIRoute)
+    for method in route.methods
 )
 TENANT_ROUTES = [r for r in ADMIN_ROUTES if "{org}" in r[1]]
 
@@ -64,6 +69,19 @@ def test_every_admin_route_is_covered() -> None:
         ("GET", "/admin/v1/audit"),
         ("GET", "/admin/v1/prices"),
         ("PUT", "/admin/v1/prices/{model:path}"),
+        # Routing configuration is platform-wide (tests/gateway/test_routing.py: tenant keys get 403).
+        ("GET", "/admin/v1/routes"),
+        ("GET", "/admin/v1/routes/{model:path}"),
+        ("PUT", "/admin/v1/routes/{model:path}"),
+        ("DELETE", "/admin/v1/routes/{model:path}"),
+        ("GET", "/admin/v1/backends"),
+        ("GET", "/admin/v1/rules"),
+        ("PUT", "/admin/v1/rules/{name}"),
+        ("DELETE", "/admin/v1/rules/{name}"),
+        ("GET", "/admin/v1/queue"),
+        ("GET", "/admin/v1/queue/{ticket_id}"),
+        ("POST", "/admin/v1/queue/{ticket_id}/answer"),
+        ("DELETE", "/admin/v1/cache"),
     }
 
 
