@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from fastapi.routing import APIRoute
 
-from stratum.gateway.routes import admin, databases, datasets, guard, jobs
+from stratum.gateway.routes import admin, databases, datasets, guard, jobs, routing
 from stratum.gateway.routes.kb import router as kb_router
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from stratum.knowledge.schemas import KbCreate
@@ -51,7 +51,7 @@ BODIES = {
 }
 ADMIN_ROUTES = sorted(
     (method, route.path)
-    for router in (admin.router, datasets.router, guard.router, jobs.router, databases.router)
+    for router in (admin.router, datasets.router, guard.router, jobs.router, databases.router, routing.router)
     for route in router.routes
     if isinstance(route, APIRoute)
     for method in route.methods
@@ -102,6 +102,19 @@ def test_every_admin_route_is_covered() -> None:
         ("POST", "/admin/v1/guard/default/words"),
         ("POST", "/admin/v1/guard/scan"),
         ("GET", "/admin/v1/jobs"),
+        # Routing configuration is platform-wide (tests/gateway/test_routing.py: tenant keys get 403).
+        ("GET", "/admin/v1/routes"),
+        ("GET", "/admin/v1/routes/{model:path}"),
+        ("PUT", "/admin/v1/routes/{model:path}"),
+        ("DELETE", "/admin/v1/routes/{model:path}"),
+        ("GET", "/admin/v1/backends"),
+        ("GET", "/admin/v1/rules"),
+        ("PUT", "/admin/v1/rules/{name}"),
+        ("DELETE", "/admin/v1/rules/{name}"),
+        ("GET", "/admin/v1/queue"),
+        ("GET", "/admin/v1/queue/{ticket_id}"),
+        ("POST", "/admin/v1/queue/{ticket_id}/answer"),
+        ("DELETE", "/admin/v1/cache"),
     }
 
 
