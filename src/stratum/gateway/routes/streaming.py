@@ -6,7 +6,9 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
+import anyio
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from stratum.gateway.metrics import Metrics
 
@@ -46,8 +48,27 @@ class Recorder:
             self.done(status)
 
 
+class _ClosingStreamingResponse(StreamingResponse):
+    """Closes its body generator however the response ends.
+
+    Starlette cancels the response task when the client leaves; if the body generator was parked
+    at a ``yield`` (waiting for the client to read), nothing else closes it and its generation
+    would be released only when the garbage collector finds it. Closing it here frees the engine
+    slot at once.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+
+
 def sse_response(body: AsyncIterator[bytes], *, headers: dict[str, str]) -> StreamingResponse:
-    return StreamingResponse(
+    return _ClosingStreamingResponse(
         body,
         media_type="text/event-stream",
         headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
