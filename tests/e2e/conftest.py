@@ -112,6 +112,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
         capture_output=True,
         timeout=120,
     )
-    running = start_server(home)
+    # The response cache would answer repeated greedy requests without the engine; these tests
+    # observe the engine (metrics, cancellation, seeds). test_routing_live covers the cache.
+    running = start_server(home, extra_env={"STRATUM_CACHE": "false"})
     yield running
     stop_server(running)

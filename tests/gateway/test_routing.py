@@ -215,13 +215,18 @@ def test_circuit_opens_on_a_failing_upstream_and_skips_it(routed: Routed) -> Non
     assert 'stratum_backend_errors_total{backend="flaky@1",trigger="error"} 2.0' in metrics
 
 
+def _billed(routed: Routed, **who: str) -> int:
+    routed.state.audit_writer.flush()  # usage records are written by the batched writer
+    return routed.state.usage.billed_tokens(**who)
+
+
 def test_deterministic_requests_hit_the_cache_per_tenant_and_version(routed: Routed) -> None:
     engine = FakeEngine()
     routed.add("echo", engine)
     first = routed.chat("echo", "缓存我", temperature=0)
     assert first.headers["x-stratum-cache"] == "miss"
     key_id = routed.state.keys.verify(routed.key).key_id
-    billed = routed.state.usage.billed_tokens(key_id=key_id)
+    billed = _billed(routed, key_id=key_id)
     second = routed.chat("echo", "  缓存我 ", temperature=0)  # normalised: same request
     assert second.headers["x-stratum-cache"] == "hit"
     assert second.json()["choices"][0]["message"]["content"] == "缓存我"
@@ -235,7 +240,7 @@ def test_deterministic_requests_hit_the_cache_per_tenant_and_version(routed: Rou
             "total_tokens": 6,
         }
     )
-    assert routed.state.usage.billed_tokens(key_id=key_id) - billed == 3
+    assert _billed(routed, key_id=key_id) - billed == 3
     assert len(engine.requests) == 1
     streamed = routed.chat("echo", "缓存我", temperature=0, stream=True)
     assert streamed.headers["x-stratum-cache"] == "hit"

@@ -70,9 +70,12 @@ def test_round_trip_keeps_the_checksum(db: Database, model_dir: Path, tmp_path: 
     (model_dir / "子目录" / "说明.txt").write_text("中文说明", encoding="utf-8")
     registry = RegistryService(db)
     version = registry.add_model(name="tiny", source="local", path=model_dir)
-    service = _service(db, tmp_path, s3, "round-trip")
+    service = _service(db, tmp_path, s3, f"round-trip/{tmp_path.name}")
     cold = service.move("tiny@1", tier="cold")
-    assert cold.destination == f"s3://{BUCKET}/round-trip/tiny/1" and cold.checksum == version.checksum
+    assert (
+        cold.destination == f"s3://{BUCKET}/round-trip/{tmp_path.name}/tiny/1"
+        and cold.checksum == version.checksum
+    )
     assert cold.files == 5 and not cold.source_deleted and model_dir.is_dir()  # the user's --path stays
     moved = registry.resolve("tiny@1")
     assert moved.artifact_uri == cold.destination and moved.metadata["tier"] == "cold"
@@ -93,11 +96,11 @@ def test_round_trip_keeps_the_checksum(db: Database, model_dir: Path, tmp_path: 
 def test_a_changed_artifact_is_refused(db: Database, model_dir: Path, tmp_path: Path, s3: str) -> None:
     RegistryService(db).add_model(name="tiny", source="local", path=model_dir)
     (model_dir / "config.json").write_text("{}")  # the files no longer match the registered checksum
-    service = _service(db, tmp_path, s3, "tampered")
+    service = _service(db, tmp_path, s3, f"tampered/{tmp_path.name}")
     with pytest.raises(Conflict) as caught:
         service.move("tiny@1", tier="cold")
     assert "Checksum mismatch" in caught.value.message
-    fs, path = filesystem(f"s3://{BUCKET}/tampered/tiny/1", endpoint_url=s3)
+    fs, path = filesystem(f"s3://{BUCKET}/tampered/{tmp_path.name}/tiny/1", endpoint_url=s3)
     assert not fs.exists(path)
     assert RegistryService(db).resolve("tiny@1").artifact_uri == str(model_dir.resolve())
 
