@@ -46,8 +46,11 @@ def stratum_env(home: Path, **settings: str) -> dict[str, str]:
     """This environment minus any STRATUM_* the caller had set, plus ``home`` and ``settings``.
 
     Inherited STRATUM_* variables (a developer's real admin key or database URL) must not leak into
-    the throwaway servers, and must not change what is measured.
+    the throwaway servers, and must not change what is measured. The response cache is off unless
+    a caller asks for it: repeated greedy prompts would otherwise be answered by the cache, not the
+    engine.
     """
+    settings.setdefault("cache", "false")
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATUM_")}
     env["STRATUM_HOME"] = str(home)
     env.update({f"STRATUM_{key.upper()}": value for key, value in settings.items()})
