@@ -22,7 +22,7 @@ from pathlib import Path
 
 from stratum.jobs import kinds as job_kinds
 from stratum.jobs.context import ERROR_FILE, PROGRESS_FILE, RESULT_FILE, SPEC_FILE, read_json, write_json
-from stratum.jobs.executor import Execution, Executor, ProcessExecutor
+from stratum.jobs.executor import Execution, Executor, make_executor
 from stratum.jobs.scheduler import Scheduler
 from stratum.jobs.schemas import Claim, Resources
 from stratum.jobs.service import job_dir, log_path
@@ -76,7 +76,7 @@ class Worker:
             "STRATUM_HOME": str(settings.home),
             "STRATUM_DATABASE_URL": settings.resolved_database_url,
         }
-        self.executor = executor or ProcessExecutor()
+        self.executor = executor or make_executor(settings)
         self.kinds = dict(job_kinds.BUILTIN_KINDS if kinds is None else kinds)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.capacity = capacity or default_capacity(settings)
