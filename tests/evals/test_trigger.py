@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
+from stratum.data import DatasetService
 from stratum.evals.runner import ItemResult, RunResult
 from stratum.evals.schedule import ScheduleService
 from stratum.evals.service import EvalService
 from stratum.evals.suites import load_suite
+from stratum.evals.tables import EvalScheduleRow
 from stratum.evals.trigger import enqueue_due, job_config, worker_tasks
 from stratum.jobs import JobService, Resources
+from stratum.jobs.executor import ThreadExecutor
 from stratum.jobs.worker import Worker
+from stratum.registry.feedback import FeedbackService
+from stratum.registry.responses import ResponseLog, ServedResponse
+from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage import Database, utcnow
+from tests.cli.conftest import FakeOpenAI, fake_openai  # noqa: F401  (fixture)
 
 
 def _suite(tmp_path: Path) -> Path:
@@ -107,3 +117,122 @@ def test_the_queued_job_records_the_drop_and_flags(db: Database, tmp_path: Path)
     assert saved.flagged and saved.backflow_dataset is None and not saved.backflow  # backflow off
     # Recording keeps the due time the claim set (a day ahead), it does not reschedule.
     assert saved.next_due_at > utcnow() + timedelta(hours=23)
+
+
+def _write_suite(path: Path, matching: int) -> None:
+    rows = [
+        {"id": f"q{i}", "prompt": f"问{i}", "answer": "你好，我是测试模型。" if i < matching else "不对"}
+        for i in range(4)
+    ]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_a_worker_runs_the_schedule_flags_the_drop_and_backflows(
+    fake_openai: FakeOpenAI,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole loop on one worker: due → eval job → stored run; the suite gets harder (the
+    production score drops 67%) → the next run flags the alias and builds the backflow dataset
+    from the thumbs-down correction whose prompt the gateway kept."""
+    monkeypatch.setenv("FAKE_KEY", fake_openai.api_key)
+    settings = Settings(eval_schedule_poll=0.01)  # the child's Settings() sees the same home
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    try:
+        registry = RegistryService(db)
+        registry.add_model(
+            name="bot",
+            source="upstream",
+            upstream_url=fake_openai.url,
+            upstream_model="fake",
+            api_key_env="FAKE_KEY",
+        )
+        registry.set_alias(name="bot", alias="prod", version=1)
+        suite = tmp_path / "问答.jsonl"
+        _write_suite(suite, matching=3)
+        schedules = ScheduleService(db, settings)
+        made = schedules.add(
+            model="bot:prod", suite_path=str(suite), every="1h", metric="exact_match", max_drop=0.03
+        )
+        jobs = JobService(db, jobs_dir=settings.jobs_dir)
+        worker = Worker(
+            db,
+            settings,
+            executor=ThreadExecutor(),
+            capacity=Resources(cpu_threads=1, memory_mb=1024, gpus=0),
+            tasks=worker_tasks(db, settings),
+            poll_s=0.05,
+        )
+
+        def run_once() -> dict[str, object]:
+            deadline = time.monotonic() + 60
+            while True:
+                worker.tick()
+                done = [j for j in jobs.list_jobs(kind="eval") if j.status in ("succeeded", "failed")]
+                if len(done) == run_once.count + 1:  # type: ignore[attr-defined]
+                    run_once.count += 1  # type: ignore[attr-defined]
+                    newest = max(done, key=lambda j: j.created_at)
+                    assert newest.status == "succeeded", newest.error
+                    return newest.result
+                assert time.monotonic() < deadline, "timed out"
+                time.sleep(0.05)
+
+        run_once.count = 0  # type: ignore[attr-defined]
+        first = run_once()
+        assert first["metrics"] == {"exact_match": 0.75}
+        assert first["schedule"] == {
+            "id": made.id,
+            "previous": None,
+            "drop": None,
+            "flagged": False,
+            "backflow_dataset": None,
+            "backflow_rows": 0,
+        }
+        assert schedules.get(made.id).last_run_id == first["run"]
+
+        # A user's thumbs-down with a correction, on a response whose prompt the gateway kept.
+        log = ResponseLog(db)
+        log.remember(
+            ServedResponse(
+                request_id="req-1",
+                model="bot",
+                version_ref="bot@1",
+                status=200,
+                latency_ms=5.0,
+                response_id="chatcmpl-1",
+                prompt=[{"role": "user", "content": "退货运费谁出？"}],
+                answer="你好，我是测试模型。",
+            )
+        )
+        FeedbackService(db, log).submit(
+            response_id="chatcmpl-1",
+            thumbs="down",
+            correction="七天无理由退货，运费由买家承担。",
+            feedback_id="fb-1",
+        )
+        _write_suite(suite, matching=1)
+        with db.session() as session:  # due again now
+            session.get(EvalScheduleRow, made.id).next_due_at = utcnow() - timedelta(seconds=1)  # type: ignore[union-attr]
+        second = run_once()
+        assert second["metrics"] == {"exact_match": 0.25}
+        assert (
+            second["schedule"]["flagged"] is True
+            and second["schedule"]["backflow_dataset"] == "bot-backflow@1"
+        )
+        saved = schedules.get(made.id)
+        assert saved.flagged and "exact_match 0.7500 → 0.2500" in (saved.flag_reason or "")
+        rows = DatasetService(db, settings).rows("bot-backflow@1")
+        assert rows == [
+            {
+                "messages": [
+                    {"role": "user", "content": "退货运费谁出？"},
+                    {"role": "assistant", "content": "七天无理由退货，运费由买家承担。"},
+                ],
+                "label": "correction",
+                "confidence": 1.0,
+            }
+        ]
+    finally:
+        db.dispose()
