@@ -3,18 +3,22 @@ task with progress, result and log; a running job is cancelled; a crash is a fai
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from stratum.evals.service import EvalService
 from stratum.jobs import JobService, JobSubmit, Resources
 from stratum.jobs.executor import make_executor
 from stratum.jobs.kinds import BUILTIN_KINDS, JobKind
 from stratum.jobs.worker import Worker
+from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage import Database
+from tests.cli.conftest import FakeOpenAI, fake_openai  # noqa: F401  (fixture)
 
 ray = pytest.importorskip("ray")
 
@@ -105,3 +109,51 @@ def test_a_crashing_job_is_a_failed_attempt(
     worker = _worker(db, settings)
     _until(worker, lambda: jobs.get(job.id).status == "failed")
     assert jobs.get(job.id).error == "killed by signal 9"
+
+
+def test_an_eval_job_runs_on_ray_and_stores_its_run(
+    local_ray: None,
+    fake_openai: FakeOpenAI,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A real job kind on a Ray worker: the child opens the worker's store, answers a Chinese suite
+    through a served (upstream) model and stores the run with lineage."""
+    settings = Settings(executor="ray")  # the autouse home: the child's store is this test's store
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    try:
+        registry = RegistryService(db)
+        registry.add_model(
+            name="bot",
+            source="upstream",
+            upstream_url=fake_openai.url,
+            upstream_model="fake",
+            api_key_env="FAKE_KEY",
+        )
+        registry.set_alias(name="bot", alias="prod", version=1)
+        suite = tmp_path / "问答.jsonl"
+        suite.write_text(
+            "\n".join(
+                json.dumps(
+                    {"id": f"q{i}", "prompt": f"问{i}", "answer": "你好，我是测试模型。" if i < 3 else "不"}
+                )
+                for i in range(4)
+            ),
+            encoding="utf-8",
+        )
+        jobs = JobService(db, jobs_dir=settings.jobs_dir)
+        job = jobs.submit(
+            JobSubmit(
+                kind="eval", config={"model": "bot:prod", "suite": str(suite), "metrics": ["exact_match"]}
+            )
+        )
+        worker = Worker(db, settings, capacity=Resources(cpu_threads=1, memory_mb=4096, gpus=0), poll_s=0.05)
+        # The Ray workers started before this test: the upstream key reaches the child this way.
+        worker.child_env["FAKE_KEY"] = fake_openai.api_key
+        _until(worker, lambda: jobs.get(job.id).status in ("succeeded", "failed"))
+        done = jobs.get(job.id)
+        assert done.status == "succeeded", jobs.logs(job.id).text
+        assert done.result["metrics"] == {"exact_match": 0.75} and done.progress["step"] == 4
+        assert EvalService(db).get_run(done.result["run"]).model_ref == "bot@1"
+    finally:
+        db.dispose()
