@@ -95,6 +95,7 @@ def list_schedules(as_json: JsonOption = False) -> None:
             "next_due_at",
             "last_run_id",
             "flag",
+            "backflow",
             "backflow_dataset",
         ],
         empty="no eval schedules",
