@@ -19,6 +19,7 @@ SQLite file, once more than one machine is involved).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -32,6 +33,8 @@ from typing import Any
 from stratum.errors import InvalidRequest
 from stratum.jobs import child
 from stratum.jobs.executor import TERMINATE_GRACE_S
+
+log = logging.getLogger(__name__)
 
 # Extra seconds after the child's grace period before the Ray task itself is force-cancelled.
 _FORCE_AFTER_S = 5.0
@@ -111,7 +114,7 @@ class _RayAttempt:
             self._code = -signal.SIGTERM
         except self._ray.exceptions.RayError as error:
             # The Ray worker or its node died (or the task raised): a failed attempt, like a crash.
-            print(f"ray task failed: {type(error).__name__}", file=sys.stderr)
+            log.warning("ray task of a job attempt failed: %s", type(error).__name__)
             self._code = -signal.SIGKILL
         if self._forcer is not None:
             self._forcer.cancel()
