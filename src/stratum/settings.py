@@ -146,8 +146,9 @@ class Settings(BaseSettings):
 
     # --- jobs (stratum.jobs): queue, scheduler and workers ---
     worker: bool = Field(default=True, description="`stratum serve` also runs a job worker in-process.")
-    executor: Literal["process"] = Field(
-        default="process", description="How a worker runs jobs: 'process' (a child process per job)."
+    executor: Literal["process", "ray"] = Field(
+        default="process",
+        description="How a worker runs jobs: 'process' (a child process per job) or 'ray' (Ray tasks).",
     )
     worker_cpu_threads: int = Field(
         default=0, ge=0, description="CPU threads a worker offers to jobs; 0: the machine's core count."
@@ -171,6 +172,27 @@ class Settings(BaseSettings):
     )
     sql_max_rows: int = Field(default=200, ge=1, le=100_000, description="Default row cap of database QA.")
     sql_timeout: float = Field(default=10.0, gt=0, description="Default seconds a database QA query may run.")
+
+    # --- pipelines loop (jobs, evals, feedback): Ray executor, scheduled re-evaluation, prompts ---
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster for STRATUM_EXECUTOR=ray, e.g. ray://head:10001; unset: a local Ray.",
+    )
+    eval_schedule_poll: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds between a worker's checks for due eval schedules; 0: workers run none.",
+    )
+    feedback_prompts: bool = Field(
+        default=True,
+        description="Keep each chat response's prompt (after the guard's masking) for feedback datasets.",
+    )
+    prompt_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Days prompts kept with feedback are stored; unset: STRATUM_AUDIT_RETENTION_DAYS "
+        "(unset too: kept).",
+    )
 
     @field_validator("home")
     @classmethod

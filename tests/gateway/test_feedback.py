@@ -72,3 +72,51 @@ def test_a_project_cannot_rate_another_projects_response(gateway: Gateway) -> No
         headers={"authorization": f"Bearer {key_a1}"},
     )
     assert own.status_code == 201 and own.json()["project_id"] == state.tenancy.get_project("org-a/a1").id
+
+
+def test_the_response_record_keeps_the_masked_prompt_and_answer(gateway: Gateway) -> None:
+    """What feedback datasets are built from: the messages after the guard's PII masking (the raw
+    phone number is never stored) and the answer as the client saw it, streamed or not."""
+    phone = "13912345678"
+    messages = [
+        {"role": "system", "content": "你是客服。"},
+        {"role": "user", "content": f"我的电话{phone}，怎么退货？"},
+    ]
+    masked = [messages[0], {"role": "user", "content": "我的电话[PHONE]，怎么退货？"}]
+    gateway.replies.extend(["请在订单页退货。", "七天内可以退。"])
+    plain = gateway.client.post(
+        "/v1/chat/completions", json={"model": "fake", "messages": messages}, headers=gateway.headers
+    )
+    assert plain.status_code == 200
+    with gateway.client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={"model": "fake", "messages": messages, "stream": True},
+        headers=gateway.headers,
+    ) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: {")]
+    import json
+
+    streamed_id = json.loads(lines[0][6:])["id"]
+    state = gateway.state
+    for response_id, answer in ((plain.json()["id"], "请在订单页退货。"), (streamed_id, "七天内可以退。")):
+        served = state.responses.lookup(response_id)
+        assert served.prompt == masked and served.answer == answer
+        created = gateway.client.post(
+            "/v1/feedback", json={"response_id": response_id, "thumbs": "down"}, headers=gateway.headers
+        )
+        assert created.status_code == 201 and "prompt" not in created.json()  # not echoed back
+    state.responses.flush()
+    examples = state.feedback.examples(model_ref="fake")
+    assert [(e.prompt, e.answer) for e in examples] == [
+        (masked, "请在订单页退货。"),
+        (masked, "七天内可以退。"),
+    ]
+    assert phone not in json.dumps([e.model_dump(mode="json") for e in examples], ensure_ascii=False)
+
+
+def test_prompts_are_not_kept_when_switched_off(gateway: Gateway) -> None:
+    gateway.state.settings.feedback_prompts = False
+    response = gateway.client.post("/v1/chat/completions", json=CHAT, headers=gateway.headers)
+    served = gateway.state.responses.lookup(response.json()["id"])
+    assert served.prompt is None and served.answer is None

@@ -288,10 +288,11 @@ def transform(
 
 
 def register_review_commands() -> None:
-    from stratum.cli import data_review
+    from stratum.cli import data_feedback, data_review
 
     app.command("label")(data_review.label)
     app.command("review")(data_review.review)
+    app.command("from-feedback")(data_feedback.from_feedback)
 
 
 register_review_commands()

@@ -39,9 +39,15 @@ def add(
     every: Annotated[str, typer.Option("--every", help="Interval: 90s, 30m, 12h, 7d, 2w.")] = "7d",
     metric: Annotated[str, typer.Option("--metric", help="The metric watched.")] = "f1",
     max_drop: Annotated[float, typer.Option("--max-drop", help="Largest allowed relative drop.")] = 0.03,
+    backflow: Annotated[
+        bool,
+        typer.Option(
+            "--backflow/--no-backflow", help="On a flagged drop, build a dataset from low-scored feedback."
+        ),
+    ] = True,
     as_json: JsonOption = False,
 ) -> None:
-    """Re-evaluate MODEL every --every; the first run is due at once."""
+    """Re-evaluate MODEL every --every; the first run is due at once (workers queue due runs)."""
     if suite is not None and not suite.is_file():
         raise CliError(f"suite file {suite} does not exist")
     with open_database() as db:
@@ -53,6 +59,7 @@ def add(
             every=every,
             metric=metric,
             max_drop=max_drop,
+            backflow=backflow,
             actor=cli_actor(),
         )
     if as_json:
@@ -88,6 +95,7 @@ def list_schedules(as_json: JsonOption = False) -> None:
             "next_due_at",
             "last_run_id",
             "flag",
+            "backflow",
             "backflow_dataset",
         ],
         empty="no eval schedules",
@@ -115,7 +123,7 @@ def run_due(
     as_json: JsonOption = False,
 ) -> None:
     """Evaluate every due schedule; exits 1 when any of them was flagged (so cron can alert)."""
-    known = _read_prompts(prompts) if prompts is not None else {}
+    known = read_prompts(prompts) if prompts is not None else {}
     with open_database() as db:
         outcomes = _service(db).run_due(prompts=known, actor=cli_actor())
     if as_json:
@@ -143,7 +151,7 @@ def run_due(
         raise typer.Exit(1)
 
 
-def _read_prompts(path: Path) -> dict[str, Any]:
+def read_prompts(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CliError(f"prompts file {path} does not exist")
     found: dict[str, Any] = {}

@@ -215,7 +215,9 @@ def worker(
         int | None, typer.Option("--gpus", min=0, help="GPUs offered (STRATUM_WORKER_GPUS).")
     ] = None,
 ) -> None:
-    """Run a job worker until Ctrl-C: each job in its own child process."""
+    """Run a job worker until Ctrl-C: each job in its own child process; it also queues the runs
+    of due eval schedules (STRATUM_EVAL_SCHEDULE_POLL)."""
+    from stratum.evals.trigger import worker_tasks
     from stratum.jobs.worker import run_worker
 
     overrides = {
@@ -233,4 +235,4 @@ def worker(
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     print_note(f"job worker on {settings.resolved_database_url.split('@')[-1]}; Ctrl-C stops it")
-    run_worker(settings, stop)
+    run_worker(settings, stop, worker_tasks)

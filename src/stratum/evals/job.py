@@ -29,6 +29,9 @@ class EvalJobConfig(BaseModel):
     split: str | None = "test"
     metrics: list[str] | None = None
     max_tokens: int = Field(default=128, ge=1, le=8192)
+    schedule: int | None = Field(
+        default=None, description="The eval schedule that queued this run (its drop check follows)."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> EvalJobConfig:
@@ -119,6 +122,26 @@ def run(context: JobContext) -> dict[str, Any]:
             actor=f"job:{context.job_id}",
             on_progress=progress,
         )
+        outcome = None
+        if config.schedule is not None:
+            from stratum.evals.schedule import ScheduleService
+
+            schedules = ScheduleService(db, settings)
+            outcome = schedules.record(schedules.get(config.schedule), saved, actor=f"job:{context.job_id}")
     context.metrics.update(saved.metrics)
     context.log(f"run {saved.id}: " + ", ".join(f"{k} {v:.4f}" for k, v in saved.metrics.items()))
-    return {"run": saved.id, "model_ref": saved.model_ref, "items": saved.items, "metrics": saved.metrics}
+    result = {"run": saved.id, "model_ref": saved.model_ref, "items": saved.items, "metrics": saved.metrics}
+    if outcome is not None:
+        context.log(
+            f"schedule {config.schedule}: "
+            + ((outcome.schedule.flag_reason or "flagged") if outcome.flagged else "no drop beyond the limit")
+        )
+        result["schedule"] = {
+            "id": config.schedule,
+            "previous": outcome.previous,
+            "drop": outcome.drop,
+            "flagged": outcome.flagged,
+            "backflow_dataset": outcome.schedule.backflow_dataset if outcome.flagged else None,
+            "backflow_rows": outcome.backflow_rows,
+        }
+    return result

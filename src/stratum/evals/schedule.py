@@ -6,11 +6,16 @@ every schedule whose time has come, compares the metric with the schedule's prev
 it dropped by more than ``max_drop``: flags the schedule, writes an ``eval.schedule.flag`` audit
 entry and builds a backflow dataset from recent low-scored feedback that carries a correction.
 
-Backflow limits (what is missing): feedback stores the response id, score and the user's
-correction, but the gateway does not store prompts, so a training row (prompt → corrected answer)
-can only be built for feedback whose prompt is supplied by ``prompts`` (response id → prompt text
-or chat messages, e.g. from the client's own request log). The rest are counted as
-``missing_prompt`` in the schedule's flag reason and the audit entry; no row is ever invented.
+Backflow (when the schedule's ``backflow`` is on) is ``stratum.data.feedback.build``: the gateway
+keeps each chat response's guard-masked prompt and answer with its feedback, so a correction becomes
+a (prompt → corrected answer) row and a bare thumbs-down a row queued for review. Feedback whose
+prompt was not kept can still be given one through ``prompts`` (response id → prompt text or chat
+messages, e.g. from the client's own request log); the rest are counted as ``missing_prompt``.
+
+Two ways to run: ``run_due`` evaluates due schedules in this process (``stratum eval schedule
+run-due``); ``claim_due`` + an ``eval`` job per schedule is what workers do every
+``STRATUM_EVAL_SCHEDULE_POLL`` seconds (``evals.trigger``): the claim moves ``next_due_at`` in one
+conditional UPDATE, so of several workers exactly one queues the run, and the job calls ``record``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from stratum.errors import InvalidRequest, NotFound
 from stratum.evals.service import LOWER_IS_BETTER, EvalRun, EvalService
@@ -62,6 +67,7 @@ class Schedule(BaseModel):
     flagged: bool
     flag_reason: str | None
     backflow_dataset: str | None
+    backflow: bool = True
     actor: str
     created_at: datetime
 
@@ -106,6 +112,7 @@ class ScheduleService:
         metric: str = "f1",
         max_drop: float = 0.03,
         first_due: datetime | None = None,
+        backflow: bool = True,
         actor: str = audit.LOCAL_ACTOR,
     ) -> Schedule:
         """``first_due``: when the first run is due (default: now, i.e. the next ``run-due``)."""
@@ -128,6 +135,7 @@ class ScheduleService:
                 every_s=every_s,
                 next_due_at=first_due or utcnow(),
                 flagged=False,
+                backflow=backflow,
                 actor=actor,
             )
             session.add(row)
@@ -181,6 +189,22 @@ class ScheduleService:
         now = now or utcnow()
         return [s for s in self.list() if _aware(s.next_due_at) <= now]
 
+    def claim_due(self, now: datetime | None = None) -> list[Schedule]:
+        """Take the due schedules for this caller: each is moved to its next due time by a
+        conditional UPDATE (still due?), so concurrent callers never both get the same one."""
+        now = now or utcnow()
+        claimed = []
+        for schedule in self.due(now):
+            with self._db.session() as session:
+                result = session.execute(
+                    update(EvalScheduleRow)
+                    .where(EvalScheduleRow.id == schedule.id, EvalScheduleRow.next_due_at <= now)
+                    .values(next_due_at=now + timedelta(seconds=schedule.every_s))
+                )
+                if getattr(result, "rowcount", 0) == 1:
+                    claimed.append(schedule)
+        return claimed
+
     def run_due(
         self,
         *,
@@ -218,6 +242,22 @@ class ScheduleService:
         if evaluate is None:
             evaluate = self._default_evaluate(dataset_ref, actor)
         run = evaluate(schedule, suite)
+        return self.record(schedule, run, now=now, prompts=prompts, actor=actor, reschedule=True)
+
+    def record(
+        self,
+        schedule: Schedule,
+        run: EvalRun,
+        *,
+        now: datetime | None = None,
+        prompts: Mapping[str, Any] | None = None,
+        actor: str = "system",
+        reschedule: bool = False,
+    ) -> ScheduleOutcome:
+        """Compare ``run`` with the schedule's previous run; flag a drop beyond ``max_drop`` (and
+        build the backflow dataset when the schedule says so). ``reschedule``: also set the next
+        due time (a claimed schedule already has it)."""
+        now = now or utcnow()
         if schedule.metric not in run.metrics:
             raise InvalidRequest(f"run {run.id} has no {schedule.metric!r} metric", param="metric")
         current = float(run.metrics[schedule.metric])
@@ -229,7 +269,7 @@ class ScheduleService:
                 drop = relative_drop(previous, current, schedule.metric)
         flagged = drop is not None and drop > schedule.max_drop
         backflow_ref, rows, missing = None, 0, 0
-        if flagged:
+        if flagged and schedule.backflow:
             backflow_ref, rows, missing = self.backflow(
                 schedule, run, prompts or {}, since=now - timedelta(seconds=schedule.every_s), actor=actor
             )
@@ -238,7 +278,8 @@ class ScheduleService:
             if row is None:
                 raise NotFound(f"eval schedule {schedule.id} was removed", param="schedule")
             row.last_run_id = run.id
-            row.next_due_at = now + timedelta(seconds=schedule.every_s)
+            if reschedule:
+                row.next_due_at = now + timedelta(seconds=schedule.every_s)
             if drop is not None:
                 row.flagged = flagged
                 row.flag_reason = None
@@ -287,37 +328,23 @@ class ScheduleService:
         Returns (dataset ref, or None when no row could be built; rows; corrections lacking a prompt).
         """
         from stratum.data import DatasetService
-        from stratum.data.formats import SourceRow
+        from stratum.data import feedback as feedback_data
         from stratum.registry.feedback import FeedbackService
 
         name = schedule.model.partition(":")[0]
-        feedback = FeedbackService(self._db).list_feedback(
-            model_ref=name, since=since, max_score=LOW_SCORE, with_correction=True
-        )
-        rows, missing = [], 0
-        for item in feedback:
-            prompt = prompts.get(item.response_id)
-            if prompt is None:
-                missing += 1
-                continue
-            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-            rows.append(
-                SourceRow(
-                    f"feedback {item.id}",
-                    {"messages": [*messages, {"role": "assistant", "content": item.correction}]},
-                )
-            )
-        if not rows:
-            return None, 0, missing
-        version = DatasetService(self._db, self._settings).import_records(
-            rows,
+        made = feedback_data.build(
+            DatasetService(self._db, self._settings),
+            FeedbackService(self._db),
             name=f"{name}-backflow",
-            fmt="chat",
-            source=f"feedback on {name} (schedule {schedule.id}, run {run.id})",
-            description=f"low-scored feedback with corrections after {schedule.metric} dropped",
+            model=name,
+            since=since,
+            max_score=LOW_SCORE,
+            prompts=prompts,
+            source=f"schedule {schedule.id}, run {run.id}",
             actor=actor,
         )
-        return version.ref, len(rows), missing
+        ref = made.version.ref if made.version is not None else None
+        return ref, made.corrections + made.review, made.missing_prompt
 
     def _default_evaluate(self, dataset_ref: str | None, actor: str) -> Evaluate:
         from stratum.evals.job import evaluate

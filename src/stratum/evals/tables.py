@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stratum.storage import Base, utcnow
@@ -83,5 +83,7 @@ class EvalScheduleRow(Base):
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     flag_reason: Mapped[str | None] = mapped_column(Text)
     backflow_dataset: Mapped[str | None] = mapped_column(String(200))
+    # Build a backflow dataset when a drop is flagged (migration 0015).
+    backflow: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     actor: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

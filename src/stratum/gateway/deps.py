@@ -46,6 +46,10 @@ class RequestContext:
     started: float = field(default_factory=time.perf_counter)
     # The registry version chosen for this request (errors carry it in x-stratum-model-version too).
     model_version: str | None = None
+    # A chat request's messages and first answer after the guard's masking, kept with the response
+    # record for feedback datasets (gateway/serving.py; STRATUM_FEEDBACK_PROMPTS).
+    prompt: list[dict[str, Any]] | None = None
+    answer: str | None = None
 
     async def authorize(
         self,

@@ -56,7 +56,12 @@ def release_tasks(state: AppState) -> list[asyncio.Task[None]]:
             await anyio.to_thread.run_sync(state.router.refresh)  # apply our own change at once
 
     def prune() -> int:
-        return state.responses.prune(utcnow() - timedelta(days=settings.response_retention_days))
+        pruned = state.responses.prune(utcnow() - timedelta(days=settings.response_retention_days))
+        # Prompts kept with feedback follow the audit's retention unless told otherwise.
+        days = settings.prompt_retention_days or settings.audit_retention_days
+        if days is not None:
+            pruned += state.feedback.erase_prompts(before=utcnow() - timedelta(days=days))
+        return pruned
 
     return [
         asyncio.create_task(

@@ -10,6 +10,7 @@ import uvicorn
 
 from stratum import __version__
 from stratum.errors import Conflict
+from stratum.evals.trigger import worker_tasks
 from stratum.gateway import logs
 from stratum.gateway.app import create_app
 from stratum.gateway.state import AppState
@@ -83,7 +84,9 @@ def serve(settings: Settings) -> None:
     server = _Server(config)
     # The job worker runs beside the gateway (STRATUM_WORKER); each job is a child process of its own.
     stop_worker = threading.Event()
-    worker = threading.Thread(target=run_worker, args=(settings, stop_worker), name="job-worker", daemon=True)
+    worker = threading.Thread(
+        target=run_worker, args=(settings, stop_worker, worker_tasks), name="job-worker", daemon=True
+    )
     if settings.worker:
         worker.start()
     try:

@@ -48,8 +48,11 @@ def served_hook(
     """A callback for ``Recorder``: remembers the outcome once the response is over (no I/O)."""
     principal = context.principal
     context.model_version = version_ref
+    keep_prompt = state.settings.feedback_prompts
 
     def remember(status: int, seconds: float, response_id: str | None) -> None:
+        # Read when the response is over: the route sets the masked answer just before.
+        kept = keep_prompt and status < 400
         state.responses.remember(
             ServedResponse(
                 request_id=context.request_id[:64],
@@ -62,6 +65,8 @@ def served_hook(
                 key_id=principal.key_id,
                 org_id=principal.org.id if principal.org else None,
                 project_id=principal.project.id if principal.project else None,
+                prompt=context.prompt if kept else None,
+                answer=context.answer if kept else None,
             )
         )
 

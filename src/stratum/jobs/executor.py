@@ -3,7 +3,8 @@
 ``ProcessExecutor`` (the default) starts ``python -m stratum.jobs.child`` in a new session with the
 job's threads and GPUs in its environment and its output appended to the job's log.
 ``ThreadExecutor`` runs the same child ``main`` in a thread of the worker: a fake for fast tests
-only, since a crash there is the worker's crash. Ray is not implemented (see the README).
+only, since a crash there is the worker's crash. ``RayExecutor`` (``ray_executor.py``,
+``STRATUM_EXECUTOR=ray``) runs the same child as a Ray task on a cluster.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from stratum.jobs import child
+from stratum.settings import Settings
 
 # Seconds between SIGTERM (the job may save a checkpoint) and SIGKILL.
 TERMINATE_GRACE_S = 10.0
@@ -155,3 +157,12 @@ class ThreadExecutor:
         thread = threading.Thread(target=target, name=f"job-{spec_path.parent.parent.name}", daemon=True)
         thread.start()
         return _Thread(thread, box)
+
+
+def make_executor(settings: Settings) -> Executor:
+    """The executor ``STRATUM_EXECUTOR`` names (Ray is imported only when asked for)."""
+    if settings.executor == "ray":
+        from stratum.jobs.ray_executor import RayExecutor
+
+        return RayExecutor(settings.ray_address)
+    return ProcessExecutor()

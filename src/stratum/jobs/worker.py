@@ -15,14 +15,14 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from stratum.jobs import kinds as job_kinds
 from stratum.jobs.context import ERROR_FILE, PROGRESS_FILE, RESULT_FILE, SPEC_FILE, read_json, write_json
-from stratum.jobs.executor import Execution, Executor, ProcessExecutor
+from stratum.jobs.executor import Execution, Executor, make_executor
 from stratum.jobs.scheduler import Scheduler
 from stratum.jobs.schemas import Claim, Resources
 from stratum.jobs.service import job_dir, log_path
@@ -47,6 +47,17 @@ def default_capacity(settings: Settings) -> Resources:
 
 
 @dataclass
+class Periodic:
+    """Work a worker does besides jobs, every ``every_s`` seconds (e.g. queueing due eval
+    schedules); supplied by higher layers, so the queue never imports them."""
+
+    name: str
+    every_s: float
+    run: Callable[[], object]
+    last: float = field(default=float("-inf"))
+
+
+@dataclass
 class _Running:
     claim: Claim
     execution: Execution
@@ -66,6 +77,7 @@ class Worker:
         worker_id: str | None = None,
         capacity: Resources | None = None,
         poll_s: float = 1.0,
+        tasks: Sequence[Periodic] = (),
     ) -> None:
         self.scheduler = Scheduler(
             db, lease_s=settings.job_lease_seconds, max_running=settings.jobs_max_running
@@ -76,11 +88,12 @@ class Worker:
             "STRATUM_HOME": str(settings.home),
             "STRATUM_DATABASE_URL": settings.resolved_database_url,
         }
-        self.executor = executor or ProcessExecutor()
+        self.executor = executor or make_executor(settings)
         self.kinds = dict(job_kinds.BUILTIN_KINDS if kinds is None else kinds)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.capacity = capacity or default_capacity(settings)
         self.poll_s = poll_s
+        self.tasks = list(tasks)
         self.running: dict[str, _Running] = {}
         self._stop = threading.Event()
         self._last_sweep = float("-inf")
@@ -108,6 +121,13 @@ class Worker:
                 log.warning("job %s lost its worker; now %s", changed.id, changed.status)
         for job_id in list(self.running):
             self._check(job_id)
+        for task in self.tasks:
+            if now - task.last >= task.every_s:
+                task.last = now
+                try:
+                    task.run()
+                except Exception:  # one failing task must not stop jobs (or the other tasks)
+                    log.warning("worker task %r failed", task.name, exc_info=True)
         while not self._stop.is_set():
             free = self.free()
             if free.cpu_threads < 1 or free.memory_mb < 1:
@@ -225,11 +245,16 @@ def _describe_exit(code: int | None) -> str:
     return "exit 0" if code == 0 else f"exit {code}"
 
 
-def run_worker(settings: Settings, stop: threading.Event | None = None) -> None:
-    """Run a worker on the configured store until ``stop`` is set (or forever)."""
+def run_worker(
+    settings: Settings,
+    stop: threading.Event | None = None,
+    tasks: Callable[[Database, Settings], Sequence[Periodic]] | None = None,
+) -> None:
+    """Run a worker on the configured store until ``stop`` is set (or forever); ``tasks`` makes
+    its periodic work (``stratum.evals.trigger.worker_tasks``)."""
     db = Database(settings.resolved_database_url)
     db.migrate()
-    worker = Worker(db, settings)
+    worker = Worker(db, settings, tasks=tasks(db, settings) if tasks is not None else ())
     if stop is not None:
         threading.Thread(target=lambda: (stop.wait(), worker.stop()), daemon=True).start()
     try:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, null, select, update
 
 from stratum.errors import InvalidRequest, NotFound
 from stratum.registry import lineage
@@ -49,6 +49,15 @@ class FeedbackPublic(BaseModel):
     org_id: str | None = None
     project_id: str | None = None
     created_at: datetime
+
+
+class FeedbackExample(FeedbackPublic):
+    """Feedback with what was asked and answered (guard-masked), for building datasets; ``None``
+    when the gateway did not keep them (older responses, ``STRATUM_FEEDBACK_PROMPTS=false``,
+    erased after ``STRATUM_PROMPT_RETENTION_DAYS``, or a streamed answer)."""
+
+    prompt: list[dict[str, Any]] | None = None
+    answer: str | None = None
 
 
 class ScoreSummary(BaseModel):
@@ -153,6 +162,9 @@ class FeedbackService:
             org_id=served.org_id,
             project_id=served.project_id,
             created_at=utcnow(),
+            # SQL NULL, not a JSON null, when nothing was kept (retention looks for non-NULL).
+            prompt=served.prompt if served.prompt is not None else null(),
+            answer=served.answer,
         )
         with self._db.session() as session:
             session.add(row)
@@ -178,25 +190,38 @@ class FeedbackService:
         limit: int = 1000,
     ) -> list[FeedbackPublic]:
         """Feedback oldest first. ``model_ref``: ``NAME@V`` for one version, ``NAME`` for all of them."""
-        query = select(FeedbackRow).order_by(FeedbackRow.created_at, FeedbackRow.id).limit(limit)
-        if model_ref is not None:
-            name, version = parse_ref(model_ref)
-            if isinstance(version, int):
-                query = query.where(FeedbackRow.version_ref == f"{name}@{version}")
-            elif version is None:
-                query = query.where(FeedbackRow.model == name)
-            else:
-                raise InvalidRequest("model_ref is NAME or NAME@VERSION, not an alias.", param="model_ref")
-        if since is not None:
-            query = query.where(FeedbackRow.created_at >= since)
-        if max_score is not None:
-            query = query.where(FeedbackRow.score <= max_score)
-        if with_correction:
-            query = query.where(FeedbackRow.correction.is_not(None))
-        if project_id is not None:
-            query = query.where(FeedbackRow.project_id == project_id)
+        query = _filtered(model_ref, since, max_score, with_correction, project_id, limit)
         with self._db.session(write=False) as session:
             return [_public(row) for row in session.scalars(query)]
+
+    def examples(
+        self,
+        *,
+        model_ref: str | None = None,
+        since: datetime | None = None,
+        max_score: float | None = None,
+        project_id: str | None = None,
+        limit: int = 10_000,
+    ) -> list[FeedbackExample]:
+        """Like ``list_feedback``, with each response's stored prompt and answer (data pipelines)."""
+        query = _filtered(model_ref, since, max_score, False, project_id, limit)
+        with self._db.session(write=False) as session:
+            return [
+                FeedbackExample(**_public(row).model_dump(), prompt=row.prompt, answer=row.answer)
+                for row in session.scalars(query)
+            ]
+
+    def erase_prompts(self, *, before: datetime) -> int:
+        """Retention: forget the prompts and answers of feedback older than ``before`` (the score
+        and the correction stay)."""
+        with self._db.session() as session:
+            result = session.execute(
+                update(FeedbackRow)
+                .where(FeedbackRow.created_at < before)
+                .where(FeedbackRow.prompt.is_not(None) | FeedbackRow.answer.is_not(None))
+                .values(prompt=null(), answer=None)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def scores(
         self, version_refs: Sequence[str], *, since: datetime | None = None, deployment: str | None = None
@@ -240,6 +265,34 @@ class FeedbackService:
                     version_ref=ref, count=count, mean=float(mean), positives=int(positives or 0)
                 )
         return result
+
+
+def _filtered(
+    model_ref: str | None,
+    since: datetime | None,
+    max_score: float | None,
+    with_correction: bool,
+    project_id: str | None,
+    limit: int,
+) -> Any:
+    query = select(FeedbackRow).order_by(FeedbackRow.created_at, FeedbackRow.id).limit(limit)
+    if model_ref is not None:
+        name, version = parse_ref(model_ref)
+        if isinstance(version, int):
+            query = query.where(FeedbackRow.version_ref == f"{name}@{version}")
+        elif version is None:
+            query = query.where(FeedbackRow.model == name)
+        else:
+            raise InvalidRequest("model_ref is NAME or NAME@VERSION, not an alias.", param="model_ref")
+    if since is not None:
+        query = query.where(FeedbackRow.created_at >= since)
+    if max_score is not None:
+        query = query.where(FeedbackRow.score <= max_score)
+    if with_correction:
+        query = query.where(FeedbackRow.correction.is_not(None))
+    if project_id is not None:
+        query = query.where(FeedbackRow.project_id == project_id)
+    return query
 
 
 def _same_tenant(

@@ -20,6 +20,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -50,6 +51,9 @@ class ServedResponse:
     org_id: str | None = None
     project_id: str | None = None
     at: datetime = field(default_factory=utcnow)
+    # The chat request's messages and the first answer, after the guard's masking (None: not kept).
+    prompt: list[dict[str, Any]] | None = None
+    answer: str | None = None
 
 
 class ResponseLog:
@@ -139,6 +143,8 @@ class ResponseLog:
                 org_id=row.org_id,
                 project_id=row.project_id,
                 at=row.at,
+                prompt=row.prompt,
+                answer=row.answer,
             )
 
     def prune(self, before: datetime) -> int:

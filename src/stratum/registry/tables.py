@@ -141,6 +141,10 @@ class ServedResponseRow(Base):
     status: Mapped[int] = mapped_column(Integer)
     latency_ms: Mapped[float] = mapped_column(Float)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The chat request's messages and the first answer, after the guard's masking (migration 0015);
+    # NULL when prompts are not kept (STRATUM_FEEDBACK_PROMPTS=false) or for other endpoints.
+    prompt: Mapped[list[Any] | None] = mapped_column()
+    answer: Mapped[str | None] = mapped_column(Text)
 
 
 class FeedbackRow(Base):
@@ -168,3 +172,6 @@ class FeedbackRow(Base):
     org_id: Mapped[str | None] = mapped_column(String(32))
     project_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Copied from the response record (migration 0015): what was asked and answered, guard-masked.
+    prompt: Mapped[list[Any] | None] = mapped_column()
+    answer: Mapped[str | None] = mapped_column(Text)

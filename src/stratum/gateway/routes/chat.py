@@ -62,6 +62,7 @@ async def create_chat_completion(
     try:
         guarded = await Guarded.open(state, context, meter)
         messages = await guarded.chat_messages([m.model_dump(exclude_none=True) for m in body.messages])
+        context.prompt = messages  # as masked by the guard: what a feedback dataset may keep
         # Knowledge bases (model "kb/<name>" or knowledge_bases=[...]): retrieval and citations.
         rag = await kb_chat.prepare(state, context, body)
         if rag is not None and rag.answer is not None:
@@ -124,6 +125,7 @@ async def create_chat_completion(
         recorder.done(error.status_code)
         raise
     recorder.response_id = new_id("chatcmpl")
+    context.answer = choices[0].text if choices else None
     recorder.done(200)
     await cached.remember(cache, answer, choices)
     completion = ChatCompletion(
@@ -291,7 +293,9 @@ async def _chunks(
             recorder.failed(error.status_code)
             yield error_event(error)
             return
-        await cached.remember(cache, answer, guarded.masked_copies(generation.choices))
+        masked = guarded.masked_copies(generation.choices)
+        guarded.context.answer = masked[0].text if masked else None  # kept with the response record
+        await cached.remember(cache, answer, masked)
         if body.include_usage:
             yield chunk([], usage=generation.usage())
         yield DONE
