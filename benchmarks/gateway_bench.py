@@ -31,12 +31,23 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from load import LATE_S, OpenLoopResult, Sample, make_client, post_json, post_stream, run_load, run_open_loop
+from load import (
+    LATE_S,
+    OpenLoopResult,
+    RawPoster,
+    Sample,
+    make_client,
+    post_json,
+    post_stream,
+    run_load,
+    run_open_loop,
+)
 from mock_upstream import ANSWER
 from processes import Progress, cpu_seconds, free_port, run_checked, running, stratum_command, stratum_env
 from stats import ms, p50_p99, ratio
@@ -256,22 +267,27 @@ async def _measure_open(
     progress: Progress,
 ) -> list[OpenPhase]:
     phases = {(rate, target): OpenPhase(rate, target) for rate in rates for target in OPEN_TARGETS}
-    body = _body(False)
+    posters = {target: RawPoster(urls[target], _body(False), headers) for target in OPEN_TARGETS}
 
-    async def send(client: httpx.AsyncClient, index: int) -> Sample:
-        return await post_json(client, url, body, headers, index)
+    def checked(poster: RawPoster) -> Callable[[int], Awaitable[Sample]]:
+        async def send(index: int) -> Sample:
+            sample = await poster.post(index)
+            # A response that is not the mock's answer is a failure, not a fast success.
+            if sample.text != ANSWER:
+                raise ValueError(f"unexpected answer {sample.text[:60]!r}")
+            return sample
 
-    async with make_client(OPEN_MAX_IN_FLIGHT) as client:
+        return send
+
+    try:
         for rate in rates:
             count = max(1, round(rate * seconds / rounds))
             for round_index in range(rounds):
                 order = OPEN_TARGETS if round_index % 2 == 0 else OPEN_TARGETS[::-1]
                 for target in order:
-                    url = urls[target]
                     before = _cpu(pids)
                     result = await run_open_loop(
-                        client,
-                        send,
+                        checked(posters[target]),
                         rate=rate,
                         count=count,
                         seed=round_index,  # both targets get the same arrival times in a round
@@ -289,6 +305,9 @@ async def _measure_open(
                         f"{result.late} late, {result.skipped} skipped, {len(result.errors)} errors"
                     )
                     await asyncio.sleep(0.5)  # let both servers settle between phases
+    finally:
+        for poster in posters.values():
+            await poster.close()
     return list(phases.values())
 
 

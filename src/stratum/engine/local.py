@@ -7,6 +7,8 @@ How a request flows:
 2. The scheduler thread runs rounds (continuous batching). Each round it
    a. drops sequences whose client left or whose deadline passed: their slot and KV memory go now;
    b. admits waiting sequences while there is a slot (``max_batch``) and KV memory (``max_kv_tokens``);
+      with the prefix cache on, a newcomer starts from the cached KV of the longest head of its
+      prompt already seen (same adapter), and prefills only the rest (``prefix_cache``);
    c. packs one token for every decoding sequence, plus prompt chunks of newcomers up to
       ``prefill_chunk`` tokens, so a long prompt never stalls the running streams for long;
    d. advances all of them with ONE fused forward (``batching.forward``), each sequence attending
