@@ -11,6 +11,7 @@ on the client, end to end; streamed requests also record when each content event
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -255,10 +256,14 @@ class RawPoster:
         )
 
     async def close(self) -> None:
-        for writer in self._all:
-            writer.close()
+        writers = list(self._all)
         self._all.clear()
         self._idle.clear()
+        for writer in writers:
+            writer.close()
+        for writer in writers:
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
 
 async def run_open_loop(
