@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from load import RawPoster, arrival_offsets, run_open_loop  # noqa: E402
+from load import RawPoster, arrival_offsets, run_open_loop
 
 ANSWER = {"choices": [{"message": {"role": "assistant", "content": "你好 Stratum"}}]}
 
