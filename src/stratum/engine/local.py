@@ -334,8 +334,11 @@ class LocalEngine:
         while self._waiting and len(self._running) < self.max_batch:
             seq = self._waiting[0]
             if self._prefix is not None and self._kv_budget.limit is not None:
-                # Cached prefixes give way to a sequence that needs their memory.
-                self._prefix.trim(self._kv_budget.limit - self._kv_budget.reserved - seq.kv_tokens)
+                # Cached prefixes give way to a sequence that needs their memory (not to one that
+                # must wait for running sequences anyway: the cache would be lost for nothing).
+                free = self._kv_budget.limit - self._kv_budget.reserved - seq.kv_tokens
+                if free >= 0:
+                    self._prefix.trim(free)
             # With nothing running it always fits: generate() caps every request at the budget.
             if not self._kv_budget.fits(seq.kv_tokens) and self._running:
                 break
