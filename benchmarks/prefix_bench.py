@@ -31,10 +31,12 @@ from pathlib import Path
 import torch
 from engine_core_bench import LLAMA_SIZES, build_llama
 from stats import ms, p50_p99, ratio
+from transformers import AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
 from stratum.engine.base import GenerationRequest, SamplingParams
 from stratum.engine.local import LocalEngine
+from stratum.engine.prompting import PromptBuilder
 
 SYSTEM = (
     "You are the support assistant of Stratum, an enterprise LLM platform. Answer in the user's "
@@ -187,10 +189,9 @@ def main() -> None:
     started, load = time.perf_counter(), os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_llama(Path(tmp) / "llama", args.llama)
-        probe = LocalEngine(model_dir)
-        probe._load()
-        system_tokens = probe.count_prompt_tokens(_request(0, 1)) or 0
-        probe._model = None
+        messages = _request(0, 1).messages
+        assert messages is not None
+        system_tokens = len(PromptBuilder(AutoTokenizer.from_pretrained(model_dir)).chat(messages))
         phases = asyncio.run(bench(model_dir, requests=args.requests, rounds=args.rounds))
     print(table(f"llama-{args.llama} (random weights)", phases, system_tokens))
     print(
