@@ -38,12 +38,14 @@ test: install-dev
 test-fast: install-dev
 	$(BIN)/pytest -q -m "not postgres and not slow" tests
 
-# Gateway overhead vs a mock upstream and engine over HTTP (run.py); engine core in-process;
-# multi-LoRA memory and mixed-batch throughput (lora_bench.py).
+# Gateway overhead vs a mock upstream (closed loop, and open loop at 100/500 req/s offered) and
+# engine over HTTP (run.py); engine core in-process; multi-LoRA memory and mixed-batch throughput
+# (lora_bench.py); prefix reuse on vs off with a long shared system prompt (prefix_bench.py).
 bench: install-dev
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/engine_core_bench.py
 	$(BIN)/python benchmarks/lora_bench.py
+	$(BIN)/python benchmarks/prefix_bench.py
 
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks

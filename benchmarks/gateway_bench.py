@@ -14,6 +14,13 @@ response, and the usage/audit record.
 Besides the loaded modes (16 concurrent clients, JSON and SSE) one unloaded mode sends JSON requests
 one at a time: there the added latency is the gateway's own per-request work, while under load it
 also contains the time requests wait for the gateway's single event loop.
+
+Open loop (``OPEN_TARGETS`` at each offered rate, e.g. 100 and 500 requests/s): JSON requests are
+launched on a seeded Poisson schedule whatever the responses do, direct and through the gateway in
+ABBA order. Latency runs from each request's scheduled send time, so queueing in the gateway (or in
+the load generator, reported as "late" launches) shows up; achieved requests/s below the offered
+rate means the target could not keep up. Bounded: ``rate x seconds`` requests per phase, at most
+``OPEN_MAX_IN_FLIGHT`` outstanding, stragglers cancelled after a drain bound.
 """
 
 from __future__ import annotations
@@ -24,18 +31,32 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from load import Sample, make_client, post_json, post_stream, run_load
+from load import (
+    LATE_S,
+    OpenLoopResult,
+    RawPoster,
+    Sample,
+    make_client,
+    post_json,
+    post_stream,
+    run_load,
+    run_open_loop,
+)
 from mock_upstream import ANSWER
 from processes import Progress, cpu_seconds, free_port, run_checked, running, stratum_command, stratum_env
 from stats import ms, p50_p99, ratio
 
 HERE = Path(__file__).resolve().parent
 TARGETS = ("direct", "gateway", "governed")
+OPEN_TARGETS = ("direct", "gateway")
+OPEN_MAX_IN_FLIGHT = 512
+OPEN_DRAIN_S = 20.0
 # Limits on the governed project: present (so every level is checked and counted), never reached.
 _GOVERNED_LIMITS = ("--rpm", "100000000", "--tpm", "1000000000", "--token-budget", "1000000000000")
 # Sensitive words on the governed project: the automaton scans every prompt for them.
@@ -119,6 +140,8 @@ def run_gateway_bench(
     warmup: int,
     rounds: int,
     progress: Progress,
+    open_rates: tuple[float, ...] = (),
+    open_seconds: float = 5.0,
 ) -> dict[str, Any]:
     modes = [
         Mode("json", stream=False, concurrency=concurrency, requests=json_requests),
@@ -186,7 +209,129 @@ def run_gateway_bench(
                     progress=progress,
                 )
             )
-    return _report(modes, phases, rounds=rounds, warmup=warmup)
+            open_loop = asyncio.run(
+                _measure_open(
+                    open_rates,
+                    seconds=open_seconds,
+                    urls=urls,
+                    headers=admin,
+                    pids={"mock": mock.pid, "gateway": gateway.pid},
+                    rounds=rounds,
+                    progress=progress,
+                )
+            )
+    report = _report(modes, phases, rounds=rounds, warmup=warmup)
+    report["open_loop"] = _open_report(open_loop, seconds=open_seconds, rounds=rounds)
+    return report
+
+
+@dataclass
+class OpenPhase:
+    """One (offered rate, target) pair of the open-loop runs, pooled over its rounds."""
+
+    rate: float
+    target: str
+    runs: list[OpenLoopResult] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=lambda: {"client": 0.0, "mock": 0.0, "gateway": 0.0})
+
+    def summary(self) -> dict[str, Any]:
+        latencies = [x for run in self.runs for x in run.latencies]
+        completed = sum(run.completed for run in self.runs)
+        wall = sum(run.wall_seconds for run in self.runs)
+        p50, p99 = p50_p99(latencies)
+        return {
+            "offered_per_s": self.rate,
+            "target": self.target,
+            "scheduled": sum(run.scheduled for run in self.runs),
+            "completed": completed,
+            "errors": sum(len(run.errors) for run in self.runs),
+            "first_errors": [e for run in self.runs for e in run.errors][:3],
+            "late_launches": sum(run.late for run in self.runs),
+            "skipped": sum(run.skipped for run in self.runs),
+            "timed_out": sum(run.timed_out for run in self.runs),
+            "achieved_per_s": ratio(completed, wall),
+            "latency_p50_s": p50,
+            "latency_p99_s": p99,
+            "cpu_ms_per_request": {k: ratio(v * 1000, completed) for k, v in self.cpu.items()},
+        }
+
+
+async def _measure_open(
+    rates: tuple[float, ...],
+    *,
+    seconds: float,
+    urls: dict[str, str],
+    headers: dict[str, str],
+    pids: dict[str, int],
+    rounds: int,
+    progress: Progress,
+) -> list[OpenPhase]:
+    phases = {(rate, target): OpenPhase(rate, target) for rate in rates for target in OPEN_TARGETS}
+    posters = {target: RawPoster(urls[target], _body(False), headers) for target in OPEN_TARGETS}
+
+    def checked(poster: RawPoster) -> Callable[[int], Awaitable[Sample]]:
+        async def send(index: int) -> Sample:
+            sample = await poster.post(index)
+            # A response that is not the mock's answer is a failure, not a fast success.
+            if sample.text != ANSWER:
+                raise ValueError(f"unexpected answer {sample.text[:60]!r}")
+            return sample
+
+        return send
+
+    try:
+        for rate in rates:
+            count = max(1, round(rate * seconds / rounds))
+            for round_index in range(rounds):
+                order = OPEN_TARGETS if round_index % 2 == 0 else OPEN_TARGETS[::-1]
+                for target in order:
+                    before = _cpu(pids)
+                    result = await run_open_loop(
+                        checked(posters[target]),
+                        rate=rate,
+                        count=count,
+                        seed=round_index,  # both targets get the same arrival times in a round
+                        max_in_flight=OPEN_MAX_IN_FLIGHT,
+                        drain_s=OPEN_DRAIN_S,
+                    )
+                    after = _cpu(pids)
+                    phase = phases[rate, target]
+                    phase.runs.append(result)
+                    for name in before:
+                        phase.cpu[name] += after[name] - before[name]
+                    progress(
+                        f"gateway open loop: {rate:.0f}/s {target:7} round {round_index + 1}/{rounds}: "
+                        f"{result.completed}/{count} done, {result.achieved_per_s:.0f}/s achieved, "
+                        f"{result.late} late, {result.skipped} skipped, {len(result.errors)} errors"
+                    )
+                    await asyncio.sleep(0.5)  # let both servers settle between phases
+    finally:
+        for poster in posters.values():
+            await poster.close()
+    return list(phases.values())
+
+
+def _open_report(phases: list[OpenPhase], *, seconds: float, rounds: int) -> dict[str, Any]:
+    summaries = [phase.summary() for phase in phases]
+    by_key = {(s["offered_per_s"], s["target"]): s for s in summaries}
+    added = []
+    for rate in sorted({s["offered_per_s"] for s in summaries}):
+        direct, gateway = by_key[rate, "direct"], by_key[rate, "gateway"]
+        added.append(
+            {
+                "offered_per_s": rate,
+                "added_p50_s": gateway["latency_p50_s"] - direct["latency_p50_s"],
+                "added_p99_s": gateway["latency_p99_s"] - direct["latency_p99_s"],
+                "achieved_ratio": ratio(gateway["achieved_per_s"], direct["achieved_per_s"]),
+            }
+        )
+    return {
+        "seconds_per_rate": seconds,
+        "rounds": rounds,
+        "late_after_s": LATE_S,
+        "phases": summaries,
+        "added": added,
+    }
 
 
 def _governed_key(stratum: str, *, home: Path, workdir: Path, logs: Path) -> str:
@@ -383,5 +528,39 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {g['mode']} | {g['concurrency']} | {ms(g['added_p50_s'])} | {ms(g['added_p99_s'])} | "
             f"{g['throughput_ratio']:.2f}x | {g['added_cpu_ms_per_request']:.2f} |"
+        )
+    open_loop = report.get("open_loop")
+    if open_loop and open_loop["phases"]:
+        lines += ["", open_markdown(open_loop)]
+    return "\n".join(lines)
+
+
+def open_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"Open loop (JSON, Poisson arrivals, {report['seconds_per_rate']:.0f} s per offered rate and "
+        f"target in {report['rounds']} ABBA rounds; latency from the scheduled send time; late = "
+        f"launched > {report['late_after_s'] * 1000:.0f} ms after its slot by the load generator):",
+        "",
+        "| offered req/s | target | scheduled | done | errors | late | skipped | achieved req/s | "
+        "p50 ms | p99 ms | CPU ms/req: client | gateway |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for p in report["phases"]:
+        cpu = p["cpu_ms_per_request"]
+        lines.append(
+            f"| {p['offered_per_s']:.0f} | {p['target']} | {p['scheduled']} | {p['completed']} | "
+            f"{p['errors']} | {p['late_launches']} | {p['skipped']} | {p['achieved_per_s']:.0f} | "
+            f"{ms(p['latency_p50_s'])} | {ms(p['latency_p99_s'])} | "
+            f"{cpu['client']:.2f} | {cpu['gateway']:.2f} |"
+        )
+    lines += [
+        "",
+        "| offered req/s | added latency p50 ms | added latency p99 ms | achieved gateway/direct |",
+        "|--:|--:|--:|--:|",
+    ]
+    for a in report["added"]:
+        lines.append(
+            f"| {a['offered_per_s']:.0f} | {ms(a['added_p50_s'])} | {ms(a['added_p99_s'])} | "
+            f"{a['achieved_ratio']:.2f}x |"
         )
     return "\n".join(lines)

@@ -49,6 +49,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rounds", type=int, default=2, help="ABBA rounds the gateway requests are split in."
     )
+    parser.add_argument(
+        "--open-rates", default="100,500", help="Open-loop offered loads (requests/s); '' skips them."
+    )
+    parser.add_argument(
+        "--open-seconds", type=float, default=10.0, help="Open-loop seconds per offered rate and target."
+    )
     parser.add_argument("--engine-requests", type=int, default=64, help="Requests per engine round.")
     parser.add_argument("--engine-rounds", type=int, default=3, help="Interleaved engine rounds.")
     parser.add_argument("--max-tokens", type=int, default=64, help="max_tokens / max_new_tokens.")
@@ -78,6 +84,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.json_requests, args.sse_requests, args.unloaded_requests, args.warmup = 64, 32, 16, 8
+        args.open_seconds = 2.0
         args.engine_requests, args.engine_rounds = 16, 2
         args.engine_llama, args.llama_requests = "20m", 16
     return args
@@ -179,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                 warmup=args.warmup,
                 rounds=args.rounds,
                 progress=progress,
+                open_rates=tuple(float(r) for r in args.open_rates.split(",") if r.strip()),
+                open_seconds=args.open_seconds,
             )
         if not args.skip_engine:
             results["engine"] = run_engine_bench(

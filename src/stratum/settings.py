@@ -172,6 +172,15 @@ class Settings(BaseSettings):
     )
     sql_max_rows: int = Field(default=200, ge=1, le=100_000, description="Default row cap of database QA.")
     sql_timeout: float = Field(default=10.0, gt=0, description="Default seconds a database QA query may run.")
+    # --- serving engine: prefix reuse (engine/prefix_cache.py) ---
+    prefix_cache: bool = Field(
+        default=True, description="Reuse the KV of prompt heads already seen (shared system prompts)."
+    )
+    prefix_cache_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="Prompt KV tokens the prefix cache keeps per model (LRU), within STRATUM_MAX_KV_TOKENS.",
+    )
 
     # --- pipelines loop (jobs, evals, feedback): Ray executor, scheduled re-evaluation, prompts ---
     ray_address: str | None = Field(

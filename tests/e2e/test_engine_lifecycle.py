@@ -95,3 +95,26 @@ def test_long_prompt_precondition(small_server: Server, tmp_path: Path) -> None:
         f"{small_server.base_url}/chat/completions", json=body, headers=AUTH, timeout=120
     ).json()
     assert result["choices"][0]["finish_reason"] == "length"
+
+
+def test_shared_system_prompt_is_reused_and_counted(small_server: Server) -> None:
+    """A user's view of prefix reuse: two chats with the same long system prompt through the SDK;
+    the second reuses the first's prompt KV (Prometheus counters say so) and answers normally."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=small_server.base_url, api_key=ADMIN_KEY, timeout=60, max_retries=0)
+    system = "你是 Stratum 的客服助手，请用简洁、礼貌的中文回答关于部署、模型、日志和端口的问题。" * 2
+    hits_before = _gauge(small_server, "stratum_engine_prefix_cache_hits")
+    answers = []
+    for question in ("怎么查看日志？", "How do I change the port?"):
+        answer = client.chat.completions.create(
+            model="long",
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+            max_tokens=5,
+            temperature=0,
+        )
+        assert answer.choices[0].finish_reason in ("stop", "length")
+        answers.append(answer)
+    assert _gauge(small_server, "stratum_engine_prefix_cache_hits") == hits_before + 1
+    assert _gauge(small_server, "stratum_engine_prefix_cache_tokens_reused") >= 32
+    assert _gauge(small_server, "stratum_engine_prefix_cache_tokens") >= 32

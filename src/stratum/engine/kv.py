@@ -58,6 +58,21 @@ class SequenceKV:
     def commit(self, new_tokens: int) -> None:
         self.length += new_tokens
 
+    def load_prefix(self, data: torch.Tensor) -> None:
+        """Start an empty store with reused ``[layers, 2, kv_heads, n, head_dim]`` keys/values."""
+        if self.length:
+            raise ValueError("a prefix is loaded into an empty store only")
+        tokens = int(data.shape[3])
+        self.reserve(tokens)
+        self._data[:, :, :, :tokens] = data
+        self.length = tokens
+
+    def snapshot(self, start: int, end: int) -> torch.Tensor:
+        """A copy of the stored keys/values of tokens ``start:end`` (for the prefix cache)."""
+        if end > self.length:
+            raise ValueError(f"tokens {start}:{end} are not all stored (length {self.length})")
+        return self._data[:, :, :, start:end].clone()
+
 
 class KVShape:
     """The per-token KV geometry of a model, read from its config."""

@@ -7,6 +7,8 @@ How a request flows:
 2. The scheduler thread runs rounds (continuous batching). Each round it
    a. drops sequences whose client left or whose deadline passed: their slot and KV memory go now;
    b. admits waiting sequences while there is a slot (``max_batch``) and KV memory (``max_kv_tokens``);
+      with the prefix cache on, a newcomer starts from the cached KV of the longest head of its
+      prompt already seen (same adapter), and prefills only the rest (``prefix_cache``);
    c. packs one token for every decoding sequence, plus prompt chunks of newcomers up to
       ``prefill_chunk`` tokens, so a long prompt never stalls the running streams for long;
    d. advances all of them with ONE fused forward (``batching.forward``), each sequence attending
@@ -35,6 +37,7 @@ import torch
 from stratum.engine import batching, lora
 from stratum.engine.base import FinishReason, GenerationChunk, GenerationRequest, ModelInfo
 from stratum.engine.kv import KVBudget, KVShape, SequenceKV
+from stratum.engine.prefix_cache import PrefixCache, PrefixStats
 from stratum.engine.prompting import PromptBuilder
 from stratum.engine.sampling import StopScanner, make_generator, pick_token
 from stratum.engine.sequence import SequenceState, SequenceStream, StreamItem, deliver
@@ -55,6 +58,8 @@ class LocalEngine:
 
     ``max_kv_tokens`` caps the KV memory of all running sequences together, in tokens (multiply by
     ``info.extra["kv_bytes_per_token"]`` for bytes); ``None`` leaves it to ``max_batch`` alone.
+    ``prefix_cache_tokens`` > 0 keeps up to that many tokens of prompt KV for reuse by later prompts
+    with the same head (``prefix_cache``), within ``max_kv_tokens`` together with running sequences.
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class LocalEngine:
         dtype: str = "float32",
         prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
         max_kv_tokens: int | None = None,
+        prefix_cache_tokens: int = 0,
     ) -> None:
         if prefill_chunk < 1:
             raise ValueError("prefill_chunk must be at least 1 token")
@@ -79,6 +85,7 @@ class LocalEngine:
         self._prompts: PromptBuilder | None = None
         self._kv_shape: KVShape | None = None
         self._kv_budget = KVBudget(max_kv_tokens)
+        self._prefix = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens > 0 else None
         self._eos_ids: set[int] = set()
         self._context_length = 2048
         self._waiting: deque[SequenceState] = deque()
@@ -151,6 +158,16 @@ class LocalEngine:
         """KV tokens held by running sequences (each reserves its worst case), for metrics."""
         return self._kv_budget.reserved
 
+    @property
+    def prefix_cache_tokens(self) -> int:
+        """KV tokens held by the prefix cache (0 when it is off), for metrics."""
+        return self._prefix.tokens if self._prefix is not None else 0
+
+    @property
+    def prefix_stats(self) -> PrefixStats | None:
+        """Prefix-cache counters since the engine was created (None: the cache is off)."""
+        return self._prefix.stats if self._prefix is not None else None
+
     # -- adapters (event-loop thread) --------------------------------------------------------
 
     @property
@@ -181,6 +198,8 @@ class LocalEngine:
         with self._step:
             lora.router_of(self._model).install(name, weights)
             with self._wake:
+                if self._prefix is not None:  # a name reloaded with other weights must not hit
+                    self._prefix.drop_adapter(name)
                 self._retiring.discard(name)
                 self._adapters.add(name)
 
@@ -201,6 +220,8 @@ class LocalEngine:
         in_use = {seq.request.adapter for seq in [*self._running, *self._waiting]}
         for name in [n for n in self._retiring if n not in in_use]:
             lora.router_of(self._model).remove(name)
+            if self._prefix is not None:
+                self._prefix.drop_adapter(name)
             self._retiring.discard(name)
 
     # -- submission (event-loop thread) ------------------------------------------------------
@@ -279,6 +300,8 @@ class LocalEngine:
             seq.kv = None
         self._running.clear()
         self._waiting.clear()
+        if self._prefix is not None:
+            self._prefix.clear()
 
     def _wait_for_work(self) -> bool:
         """Block until there is something to run; admit newcomers. False when the engine stops."""
@@ -310,17 +333,26 @@ class LocalEngine:
         assert self._kv_shape is not None
         while self._waiting and len(self._running) < self.max_batch:
             seq = self._waiting[0]
+            if self._prefix is not None and self._kv_budget.limit is not None:
+                # Cached prefixes give way to a sequence that needs their memory (not to one that
+                # must wait for running sequences anyway: the cache would be lost for nothing).
+                free = self._kv_budget.limit - self._kv_budget.reserved - seq.kv_tokens
+                if free >= 0:
+                    self._prefix.trim(free)
             # With nothing running it always fits: generate() caps every request at the budget.
             if not self._kv_budget.fits(seq.kv_tokens) and self._running:
                 break
             self._waiting.popleft()
             self._kv_budget.take(seq.kv_tokens)
             seq.kv = SequenceKV(self._kv_shape, prompt_tokens=len(seq.prompt_ids), max_tokens=seq.kv_tokens)
+            if self._prefix is not None:
+                seq.prefix_keys = self._prefix.keys(seq.request.adapter, seq.prompt_ids)
+                seq.prefilled = self._prefix.reuse(seq.prefix_keys, len(seq.prompt_ids), seq.kv)
             self._running.append(seq)
 
     def _round(self) -> None:
         """Advance every running sequence by one fused forward."""
-        chunks, producing = self._plan()
+        chunks, producing, prefilled = self._plan()
         if not chunks:
             return
         try:
@@ -331,6 +363,8 @@ class LocalEngine:
                 self._release(seq)
                 seq.push(EngineError(f"generation failed: {exc}"))
             return
+        if self._prefix is not None:
+            self._cache_prompts(prefilled)
         outbox: list[tuple[SequenceState, StreamItem]] = []
         for seq, row in zip(producing, logits, strict=True):
             try:
@@ -350,9 +384,20 @@ class LocalEngine:
                     self._release(seq)
         deliver(outbox)
 
-    def _plan(self) -> tuple[list[batching.Chunk], list[SequenceState]]:
-        """The round's inputs, and the sequences that get a next token from it (in the same order)."""
+    def _cache_prompts(self, prefilled: list[SequenceState]) -> None:
+        """Offer the prompts whose prefill this round completed to the prefix cache."""
+        assert self._prefix is not None
+        limit = self._kv_budget.limit
+        for seq in prefilled:
+            if seq.kv is not None and seq.prefix_keys:
+                room = None if limit is None else limit - self._kv_budget.reserved
+                self._prefix.insert(seq.request.adapter, seq.prefix_keys, seq.kv, room=room)
+
+    def _plan(self) -> tuple[list[batching.Chunk], list[SequenceState], list[SequenceState]]:
+        """The round's inputs, the sequences that get a next token from it (in the same order), and
+        those whose prompt it completes."""
         planned: list[tuple[batching.Chunk, SequenceState]] = []
+        prefilled: list[SequenceState] = []
         prefill_budget = self.prefill_chunk
         for seq in self._running:
             assert seq.kv is not None
@@ -363,6 +408,8 @@ class LocalEngine:
                 prefill_budget -= len(piece)
                 seq.prefilled += len(piece)
                 done = seq.prefilled == len(seq.prompt_ids)
+                if done:
+                    prefilled.append(seq)
                 planned.append((batching.Chunk(seq.kv, piece, done, seq.request.adapter), seq))
             else:
                 planned.append((batching.Chunk(seq.kv, seq.generated[-1:], True, seq.request.adapter), seq))
@@ -371,7 +418,7 @@ class LocalEngine:
             planned.sort(key=lambda item: item[0].adapter or "")
         chunks = [chunk for chunk, _ in planned]
         producing = [seq for chunk, seq in planned if chunk.wants_logits]
-        return chunks, producing
+        return chunks, producing, prefilled
 
     def _emit(self, seq: SequenceState, token: int) -> GenerationChunk | None:
         """What is new in ``seq``'s text (None: nothing safe to show yet); finished if it says so."""

@@ -33,6 +33,7 @@ class SequenceState:
     cancelled: bool = False
     kv: SequenceKV | None = None
     prefilled: int = 0  # prompt tokens already in the KV cache
+    prefix_keys: list[bytes] | None = None  # the prompt's block keys in the prefix cache
     generated: list[int] = field(default_factory=list)
     emitted: int = 0
 

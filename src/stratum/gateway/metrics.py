@@ -49,6 +49,25 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        # Prefix reuse (engine/prefix_cache.py), cumulative since the model's engine was loaded.
+        self.prefix_hits = Gauge(
+            "stratum_engine_prefix_cache_hits",
+            "Requests whose prompt head was reused from the prefix cache (since load)",
+            ["model"],
+            registry=self.registry,
+        )
+        self.prefix_tokens_reused = Gauge(
+            "stratum_engine_prefix_cache_tokens_reused",
+            "Prompt tokens not prefilled thanks to the prefix cache (since load)",
+            ["model"],
+            registry=self.registry,
+        )
+        self.prefix_tokens = Gauge(
+            "stratum_engine_prefix_cache_tokens",
+            "KV tokens held by the prefix cache",
+            ["model"],
+            registry=self.registry,
+        )
         self.loaded_models = Gauge("stratum_loaded_models", "Engines held in memory", registry=self.registry)
         # The model cache (gateway/model_cache.py); kind is "model" or "adapter".
         labels = ["model", "kind"]

@@ -70,6 +70,7 @@ def default_factory(settings: Settings, *, http: httpx.AsyncClient | None = None
             dtype=settings.dtype,
             prefill_chunk=settings.prefill_chunk,
             max_kv_tokens=settings.max_kv_tokens,
+            prefix_cache_tokens=settings.prefix_cache_tokens if settings.prefix_cache else 0,
         )
 
     return build

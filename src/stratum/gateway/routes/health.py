@@ -31,5 +31,9 @@ async def metrics(state: StateDep) -> Response:
         state.metrics.queue_depth.labels(version.name).set(getattr(engine, "queue_depth", 0))
         state.metrics.running.labels(version.name).set(getattr(engine, "running", 0))
         state.metrics.kv_tokens.labels(version.name).set(getattr(engine, "kv_tokens_reserved", 0))
+        if (prefix := getattr(engine, "prefix_stats", None)) is not None:
+            state.metrics.prefix_hits.labels(version.name).set(prefix.hits)
+            state.metrics.prefix_tokens_reused.labels(version.name).set(prefix.tokens_reused)
+            state.metrics.prefix_tokens.labels(version.name).set(engine.prefix_cache_tokens)
     state.metrics.loaded_models.set(len(state.pool.loaded()))
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
