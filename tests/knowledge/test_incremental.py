@@ -91,7 +91,8 @@ def test_a_changed_file_updates_the_index_in_place_and_matches_a_fresh_build(
     first = service.snapshot(kb)
     # A changed file (new text), a new file; the other files are skipped as unchanged.
     (folder / "tea.md").write_text(
-        "# 茶\n\n龙井茶用八十度的水冲泡，新增条款：绿茶不可用沸水。\n\n## 储存\n\n茶叶密封冷藏。\n", encoding="utf-8"
+        "# 茶\n\n龙井茶用八十度的水冲泡，新增条款：绿茶不可用沸水。\n\n## 储存\n\n茶叶密封冷藏。\n",
+        encoding="utf-8",
     )
     shutil.copy(CORPUS / "security.md", folder / "security.md")
     done = service.ingest(kb, [folder], encoder=encoder)
@@ -99,9 +100,7 @@ def test_a_changed_file_updates_the_index_in_place_and_matches_a_fresh_build(
 
     loads: list[int] = []
     original = KnowledgeService._load
-    monkeypatch.setattr(
-        KnowledgeService, "_load", lambda self, *a: loads.append(1) or original(self, *a)
-    )
+    monkeypatch.setattr(KnowledgeService, "_load", lambda self, *a: loads.append(1) or original(self, *a))
     incremental = _results(service, kb, encoder)
     second = service.snapshot(kb)
     assert loads == [] and second is not first and second.revision > first.revision

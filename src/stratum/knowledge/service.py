@@ -483,12 +483,16 @@ class KnowledgeService:
         and BM25 is re-indexed from the stored tokens (no re-tokenising). None when the index
         kind changes (``auto`` crossing the ANN threshold): then a full load."""
         with self._db.session(write=False) as session:
-            current = session.execute(
-                select(KbChunkRow.id)
-                .join(KbDocumentRow, KbDocumentRow.id == KbChunkRow.document_id)
-                .where(KbChunkRow.kb_id == kb.id)
-                .order_by(KbDocumentRow.source, KbChunkRow.ordinal)
-            ).scalars().all()
+            current = (
+                session.execute(
+                    select(KbChunkRow.id)
+                    .join(KbDocumentRow, KbDocumentRow.id == KbChunkRow.document_id)
+                    .where(KbChunkRow.kb_id == kb.id)
+                    .order_by(KbDocumentRow.source, KbChunkRow.ordinal)
+                )
+                .scalars()
+                .all()
+            )
             if not current or index_kind(kb.settings.index, len(current)) != cached.index.name:
                 return None
             known = cached.position

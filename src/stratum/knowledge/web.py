@@ -55,7 +55,9 @@ def check_url(url: str) -> str:
     url = url.strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > MAX_URL_LENGTH:
-        raise InvalidRequest(f"only absolute http:// or https:// URLs can be ingested, not {url!r}", param="urls")
+        raise InvalidRequest(
+            f"only absolute http:// or https:// URLs can be ingested, not {url!r}", param="urls"
+        )
     return url
 
 
@@ -116,7 +118,9 @@ def fetch_page(
                 )
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise InvalidRequest(f"{url}: {declared} bytes is over the {max_bytes}-byte limit", param="urls")
+                raise InvalidRequest(
+                    f"{url}: {declared} bytes is over the {max_bytes}-byte limit", param="urls"
+                )
             body = bytearray()
             for piece in response.iter_bytes():
                 body.extend(piece)
