@@ -105,7 +105,7 @@ def fetch_page(
             break
         else:
             raise InvalidRequest(f"{url}: more than {MAX_REDIRECTS} redirects", param="urls")
-        with response:
+        try:
             if response.status_code != 200:
                 raise InvalidRequest(f"{url}: HTTP {response.status_code}", param="urls")
             content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -128,6 +128,8 @@ def fetch_page(
                     raise InvalidRequest(f"{url}: timed out", param="urls")
                 if len(body) > max_bytes:
                     raise InvalidRequest(f"{url}: the page is over the {max_bytes}-byte limit", param="urls")
+        finally:
+            response.close()
     except httpx.TimeoutException:
         raise InvalidRequest(f"{url}: timed out", param="urls") from None
     except httpx.HTTPError as exc:
