@@ -40,7 +40,9 @@ def running_worker(db: Database, settings: Settings, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("STRATUM_DATABASE_URL", settings.resolved_database_url)
     for name, value in settings.model_dump().items():
         if name.startswith("kb_") and value is not None:
-            monkeypatch.setenv(f"STRATUM_{name.upper()}", str(value).lower() if isinstance(value, bool) else str(value))
+            monkeypatch.setenv(
+                f"STRATUM_{name.upper()}", str(value).lower() if isinstance(value, bool) else str(value)
+            )
     worker = Worker(
         db,
         settings,
