@@ -31,7 +31,7 @@ PAGES: dict[str, tuple[str, bytes]] = {
 
 
 class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         if self.path == "/slow":
             time.sleep(3)
         if self.path == "/moved":
