@@ -80,6 +80,8 @@ def test_upload_and_url_ingest_as_jobs_then_answers_with_citations(tmp_path: Pat
             shown = json.loads(server.cli("jobs", "show", job_id, "--json").stdout)
             assert shown["kind"] == "kb_ingest" and shown["status"] == "succeeded"
             assert shown["progress"]["files_done"] == 3 and shown["progress"]["total"] == 3
+            text = server.cli("jobs", "show", job_id).stdout
+            assert f"3/3 files, {final['chunks_done']} chunks" in text and "kb_ingest" in text
 
             url = f"{site}/news/library.html"
             sent = api.post("/admin/v1/kb/手册/ingest", json={"urls": [url]})
