@@ -95,6 +95,8 @@ def test_upload_chinese_markdown_and_pdf_then_search(
     library = [h for h in hits.json()["hits"] if h["source"] == "library.md"]
     assert library and all("二十四小时" in h["text"] for h in library)
     assert len(gateway.client.get(f"{KB}/documents", headers=developer).json()) == 2
+    assert gateway.client.delete(KB, headers=developer).status_code == 204
+    assert not (gateway.state.settings.artifacts_dir / "kb-uploads" / kb_id).exists()
 
 
 def test_upload_limits_names_and_roles(
@@ -133,15 +135,19 @@ def test_one_ingest_at_a_time_and_cancel(gateway: Gateway, keys: dict[str, dict[
     assert second.status_code == 409 and first.json()["job_id"] in second.json()["error"]["message"]
     urls = gateway.client.post(f"{KB}/ingest", json={"urls": ["https://example.cn/a"]}, headers=developer)
     assert urls.status_code == 409
+    bad = gateway.client.post(f"{KB}/ingest", json={"urls": ["file:///etc/passwd"]}, headers=developer)
+    assert bad.status_code == 400 and "http" in bad.json()["error"]["message"]
+    empty = gateway.client.post(f"{KB}/ingest", json={}, headers=developer)
+    assert empty.status_code in (400, 422)
     assert gateway.client.delete(f"{KB}/ingest", headers=keys["viewer"]).status_code == 403
     cancelled = gateway.client.delete(f"{KB}/ingest", headers=developer)
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
     assert gateway.client.get(f"{KB}/ingest", headers=developer).json()["state"] == "cancelled"
     assert gateway.client.delete(f"{KB}/ingest", headers=developer).status_code == 409
-    bad = gateway.client.post(f"{KB}/ingest", json={"urls": ["file:///etc/passwd"]}, headers=developer)
-    assert bad.status_code == 400 and "http" in bad.json()["error"]["message"]
-    empty = gateway.client.post(f"{KB}/ingest", json={}, headers=developer)
-    assert empty.status_code in (400, 422)
+    # Deleting the KB cancels a queued ingest of it.
+    queued = gateway.client.post(f"{KB}/files", files=_files("bike.md"), headers=developer).json()
+    assert gateway.client.delete(KB, headers=developer).status_code == 204
+    assert gateway.state.jobs.get(queued["job_id"]).status == "cancelled"
 
 
 def test_urls_through_the_api(

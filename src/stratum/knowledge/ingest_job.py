@@ -20,6 +20,7 @@ directly; the KB routes check ``STRATUM_KB_INGEST_ROOT`` or store uploads themse
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,19 @@ def check_idle(jobs: Any, kb: KbPublic) -> None:
                 "wait for it or cancel it",
                 param="kb",
             )
+
+
+def cancel_all(jobs: Any, kb: KbPublic) -> None:
+    """Cancel the KB's queued or running ingest jobs (the KB is being deleted)."""
+    for job in kb_jobs(jobs, kb, limit=50):
+        if job.status in ACTIVE:
+            with contextlib.suppress(Conflict):  # it finished in between
+                jobs.cancel(job.id)
+
+
+def uploads_dir(artifacts_dir: Path, kb: KbPublic) -> Path:
+    """Where files uploaded to ``kb`` are kept (one folder per upload)."""
+    return artifacts_dir / "kb-uploads" / kb.id
 
 
 def submit(

@@ -31,6 +31,7 @@ from stratum.governance.schemas import ProjectPublic
 from stratum.knowledge import ingest_job
 from stratum.knowledge.archive import export_kb
 from stratum.knowledge.extract import SUFFIXES, supported
+from stratum.knowledge.ingest_job import uploads_dir
 from stratum.knowledge.schemas import (
     DocumentPublic,
     IngestProgress,
@@ -144,7 +145,14 @@ async def delete_kb(
     kb: str, context: ContextDep, state: StateDep, project: str | None = ProjectParam
 ) -> Response:
     found = await resolve_kb(context, state, kb, project, "write")
-    await anyio.to_thread.run_sync(lambda: knowledge(state).delete(found))
+
+    def remove() -> None:
+        # Its queued/running ingest jobs are cancelled, its uploaded files removed with it.
+        ingest_job.cancel_all(state.jobs, found)
+        knowledge(state).delete(found)
+        shutil.rmtree(uploads_dir(state.settings.artifacts_dir, found), ignore_errors=True)
+
+    await anyio.to_thread.run_sync(remove)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -238,7 +246,7 @@ async def upload_files(
     limit = state.settings.kb_upload_max_bytes
     seen: set[str] = set()
     names = [_upload_name(upload.filename, seen) for upload in files]
-    folder = state.settings.artifacts_dir / "kb-uploads" / found.id / uuid.uuid4().hex
+    folder = uploads_dir(state.settings.artifacts_dir, found) / uuid.uuid4().hex
     await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
     try:
         for upload, name in zip(files, names, strict=True):
