@@ -48,13 +48,13 @@ def ingest_here(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from stratum.knowledge.schemas import IngestProgress
-    from stratum.knowledge.web import fetch_pages
+    from stratum.knowledge.web import FetchedPage, fetch_pages
     from stratum.settings import Settings
 
     with _knowledge() as (db, service), tempfile.TemporaryDirectory(prefix="stratum-pages-") as scratch:
         found = service.resolve(kb)
         failed: list[str] = []
-        pages = []
+        pages: list[FetchedPage] = []
         if urls:
             settings = Settings()
             # The operator runs this: loopback and private addresses are allowed here.

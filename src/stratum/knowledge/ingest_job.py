@@ -94,7 +94,7 @@ def execute(
     """The job's body; ``encoder`` replaces the KB's model (tests)."""
     from stratum.knowledge.encoders import load_kb_encoder
     from stratum.knowledge.service import KnowledgeService
-    from stratum.knowledge.web import fetch_pages
+    from stratum.knowledge.web import FetchedPage, fetch_pages
 
     config = IngestJobConfig(**context.config)
     service = KnowledgeService(db)
@@ -104,7 +104,8 @@ def execute(
     context.log(f"ingesting into {kb.ref}: {len(config.server_paths)} paths, {len(config.urls)} URLs")
     if encoder is None:
         encoder = load_kb_encoder(db, kb.settings.embedding_model)
-    pages, failed = [], []
+    pages: list[FetchedPage] = []
+    failed: list[str] = []
     if config.urls:
         pages, failed = fetch_pages(
             config.urls,
