@@ -45,6 +45,13 @@ class UnsupportedFeature(InvalidRequest):
     code = "unsupported"
 
 
+class PayloadTooLarge(InvalidRequest):
+    """An upload over its size limit (413)."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
 class ContentBlocked(InvalidRequest):
     """The content guard refused a prompt; ``rule`` names why (``guard.pii.id_card``, ``guard.words``,
     ``guard.injection``), also sent as ``error.rule``."""

@@ -203,6 +203,19 @@ class Settings(BaseSettings):
         "(unset too: kept).",
     )
 
+    # --- knowledge: uploads, URL ingest (stratum.knowledge, issue 8) ---
+    kb_upload_max_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1, description="Largest file one KB upload may carry (bytes)."
+    )
+    kb_fetch_timeout: float = Field(default=20.0, gt=0, description="Seconds a KB URL fetch may take.")
+    kb_fetch_max_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="Largest page a KB URL fetch downloads (bytes)."
+    )
+    kb_fetch_allow_private: bool = Field(
+        default=False,
+        description="API/job URL ingest may fetch loopback and private-network addresses.",
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

@@ -80,3 +80,48 @@ def test_bad_input_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"question": "x"}\n', encoding="utf-8")
     result = runner.invoke(app, ["kb", "eval", "nope", str(tmp_path / "bad.jsonl")])
     assert result.exit_code == 1 and "expected_source" in result.stderr
+
+
+def test_ingest_urls_and_in_the_background(runner: CliRunner, tmp_path: Path) -> None:
+    from tests.knowledge.pages import serving
+
+    _json(runner, "orgs", "create", "acme")
+    _json(runner, "projects", "create", "acme/bot")
+    _json(
+        runner, "kb", "create", "网页", "--project", "acme/bot", "--chunk-size", "64", "--chunk-overlap", "8"
+    )
+    with serving() as site:
+        partly = runner.invoke(
+            app,
+            [
+                "kb",
+                "ingest",
+                "网页",
+                "--url",
+                f"{site}/news/library.html",
+                "--url",
+                f"{site}/logo.png",
+                "--json",
+            ],
+        )
+        assert partly.exit_code == 1  # a URL failed: reported, the others ingested
+        done = json.loads(partly.stdout)
+        assert done["files_total"] == 2 and done["files_failed"] == 1 and "image/png" in done["errors"][0]
+        found = _json(runner, "kb", "search", "网页", "图书馆周末开放到几点？", "-k", "1")
+        assert found["hits"][0]["source"] == f"{site}/news/library.html"
+        assert "晚上九点" in found["hits"][0]["text"]
+
+        queued = _json(
+            runner, "kb", "ingest", "网页", str(CORPUS / "tea.md"), "--url", f"{site}/tea", "--background"
+        )
+    assert queued["kind"] == "kb_ingest" and queued["status"] == "queued" and queued["project"] == "acme/bot"
+    assert queued["config"]["server_paths"] == [str((CORPUS / "tea.md").resolve())]
+    shown = _json(runner, "jobs", "show", queued["id"])
+    assert shown["config"]["urls"] == [f"{site}/tea"]
+    busy = runner.invoke(app, ["kb", "ingest", "网页", str(CORPUS / "tea.md"), "--background"])
+    assert busy.exit_code != 0 and "already being ingested" in busy.output
+    assert "Traceback" not in busy.output
+    nothing = runner.invoke(app, ["kb", "ingest", "网页"])
+    assert nothing.exit_code == 2 and "--url" in nothing.output
+    bad = runner.invoke(app, ["kb", "ingest", "网页", "--url", "file:///etc/passwd"])
+    assert bad.exit_code != 0 and "http" in bad.output and "Traceback" not in bad.output

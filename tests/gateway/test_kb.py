@@ -6,17 +6,27 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from stratum.engine.fake import FakeEngine
+from stratum.jobs.worker import Worker
 from tests.gateway.conftest import Gateway
+from tests.gateway.kb_jobs import running_worker
 from tests.knowledge.conftest import CORPUS
 
 
 @pytest.fixture
-def admin(gateway: Gateway) -> dict[str, str]:
+def worker(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> Iterator[Worker]:
+    """Ingest runs as a job: a worker (threads, the fake encoder) beside the test gateway."""
+    with running_worker(gateway.state.db, gateway.state.settings, monkeypatch) as running:
+        yield running
+
+
+@pytest.fixture
+def admin(gateway: Gateway, worker: Worker) -> dict[str, str]:
     key, _ = gateway.state.keys.create_key(name="ops", role="admin")
     return {"authorization": f"Bearer {key}"}
 
@@ -51,12 +61,13 @@ def _ingested(gateway: Gateway, admin: dict[str, str], docs: Path, **settings: o
         "/admin/v1/kb/手册/ingest", params={"project": "acme/bot"}, json={"paths": [str(docs)]}, headers=admin
     )
     assert started.status_code == 202, started.text
-    deadline = time.monotonic() + 30
+    assert started.json()["state"] == "queued" and started.json()["job_id"]
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         progress = gateway.client.get(
             "/admin/v1/kb/手册/ingest", params={"project": "acme/bot"}, headers=admin
         )
-        if progress.json()["state"] in ("done", "failed"):
+        if progress.json()["state"] in ("done", "failed", "cancelled"):
             break
         time.sleep(0.05)
     final = progress.json()

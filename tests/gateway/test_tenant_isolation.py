@@ -282,6 +282,13 @@ def _kb_call(gateway: Gateway, method: str, path: str, key: str, project: str): 
     body = KB_BODIES.get((method, path))
     if (method, path) == ("POST", "/admin/v1/kb"):
         body = {"name": "new-kb", "project": project}
+    if (method, path) == ("POST", "/admin/v1/kb/{kb}/files"):  # a multipart upload
+        return gateway.client.post(
+            url,
+            params={"project": project},
+            files=[("files", ("说明.md", "# 标题\n\n正文".encode(), "text/markdown"))],
+            headers={"authorization": f"Bearer {key}"},
+        )
     return gateway.client.request(
         method, url, params={"project": project}, json=body, headers={"authorization": f"Bearer {key}"}
     )

@@ -76,6 +76,8 @@ def _progress(job: JobPublic) -> str:
     text = f"{progress['step']}/{progress.get('total') or '?'}"
     if progress.get("loss") is not None:
         text += f" loss {progress['loss']:.4f}"
+    if progress.get("chunks_done") is not None:  # a kb_ingest job: files step/total, chunks too
+        text += f" files, {progress['chunks_done']} chunks"
     if progress.get("eta_s") is not None and job.status == "running":
         text += f" eta {int(progress['eta_s'])}s"
     return text

@@ -44,15 +44,9 @@ def _knowledge() -> Iterator[tuple[Database, KnowledgeService]]:
 
 def _encoder(db: Database, name: str) -> Encoder:
     """The KB's embedding model, loaded in this process: the bundled e5 or a registered one."""
-    from stratum.engine.embeddings import BUILTIN_ENCODER_NAME, BUILTIN_ENCODER_SOURCE, load_encoder
-    from stratum.registry.service import RegistryService
+    from stratum.knowledge.encoders import load_kb_encoder
 
-    if name == BUILTIN_ENCODER_NAME:
-        return load_encoder(BUILTIN_ENCODER_SOURCE)
-    version = RegistryService(db).resolve(name)
-    if version.kind != "embedding":
-        raise CliError(f"{name} is not an embedding model")
-    return load_encoder(version.artifact_uri or BUILTIN_ENCODER_SOURCE)
+    return load_kb_encoder(db, name)
 
 
 def _check_mode(mode: str | None) -> str | None:
@@ -182,76 +176,36 @@ def delete(kb: KbArg) -> None:
 @app.command("ingest")
 def ingest(
     kb: KbArg,
-    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Files and folders.")],
+    paths: Annotated[
+        list[Path] | None, typer.Argument(metavar="[PATH]...", help="Files and folders.")
+    ] = None,
+    urls: Annotated[
+        list[str] | None, typer.Option("--url", help="An http(s) page to fetch and ingest (repeatable).")
+    ] = None,
     tags: Annotated[
         str | None, typer.Option("--tags", help="Comma-separated tags for these documents.")
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Chunks embedded per commit.")] = 32,
+    background: Annotated[
+        bool, typer.Option("--background", help="Queue a kb_ingest job for a worker and return.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Ingest files and folders: unchanged files are skipped, changed ones replaced, an interrupted
-    run resumed where it stopped."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """Ingest files, folders (saved web pages keep their canonical URL as source) and URLs:
+    unchanged files are skipped, changed ones replaced, an interrupted run resumed where it
+    stopped. --background queues the work as a job (`stratum jobs show ID` follows it)."""
+    from stratum.knowledge.web import check_url
 
-    from stratum.knowledge.schemas import IngestProgress
+    paths, urls = list(paths or []), [check_url(u) for u in urls or []]
+    if not paths and not urls:
+        raise CliError("give files/folders to ingest, or --url URL", exit_code=2)
+    from stratum.cli.kb_ingest import ingest_background, ingest_here
 
-    with _knowledge() as (db, service):
-        found = service.resolve(kb)
-        encoder = _encoder(db, found.settings.embedding_model)
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("files · {task.fields[chunks]} chunks · {task.fields[current]}"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, transient=False, disable=as_json) as bar:
-            task = bar.add_task(f"ingest {found.name}", total=None, chunks=0, current="")
-            seen = {"files": 0}
-
-            def show(state: IngestProgress) -> None:
-                bar.update(
-                    task,
-                    total=state.files_total,
-                    completed=state.files_done,
-                    chunks=state.chunks_done,
-                    current=state.current or "",
-                )
-                if state.files_done > seen["files"] and not as_json:
-                    seen["files"] = state.files_done
-                    bar.console.print(
-                        f"  {state.files_done}/{state.files_total} files, {state.chunks_done} chunks"
-                    )
-
-            result = service.ingest(
-                found,
-                paths,
-                encoder=encoder,
-                tags=[t for t in (tags or "").split(",") if t],
-                progress=show,
-                batch_size=batch_size,
-            )
-    if as_json:
-        print_json(result.summary())
-    else:
-        rate = result.chunks_done - result.chunks_resumed
-        print_fields(
-            {
-                "files": result.files_total,
-                "skipped (unchanged)": result.files_skipped,
-                "failed": result.files_failed,
-                "chunks": result.chunks_done,
-                "resumed chunks": result.chunks_resumed,
-                "pages": result.pages_done,
-                "seconds": round(result.elapsed_s, 1),
-                "chunks/s": round(rate / result.elapsed_s, 2) if result.elapsed_s else 0,
-            },
-            title=f"ingested into {found.ref}",
-        )
-        for error in result.errors:
-            typer.echo(f"warning: {error}", err=True)
-    if result.files_failed:
-        raise typer.Exit(1)
+    tag_list = [t for t in (tags or "").split(",") if t]
+    if background:
+        ingest_background(kb, paths, urls, tag_list, batch_size, as_json)
+        return
+    ingest_here(kb, paths, urls, tag_list, batch_size, as_json)
 
 
 @app.command("search")

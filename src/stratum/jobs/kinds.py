@@ -26,6 +26,7 @@ BUILTIN_KINDS: Mapping[str, JobKind] = {
     "dpo": JobKind("stratum.training.dpo:run", "stratum.training.config:validate_dpo"),
     "sleep": JobKind("stratum.jobs.builtin:sleep", "stratum.jobs.builtin:validate_sleep"),
     "eval": JobKind("stratum.evals.job:run", "stratum.evals.job:validate"),
+    "kb_ingest": JobKind("stratum.knowledge.ingest_job:run", "stratum.knowledge.ingest_job:validate"),
 }
 
 

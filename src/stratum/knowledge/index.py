@@ -26,6 +26,8 @@ ANN_THRESHOLD = 20_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
+# HNSW tombstones past this fraction of the live vectors: the graph is rebuilt without them.
+TOMBSTONE_REBUILD = 0.2
 
 
 @runtime_checkable
@@ -39,6 +41,12 @@ class VectorIndex(Protocol):
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The ``k`` best (id, score) pairs, best first."""
+        ...
+
+    def updated(self, removed: set[str], ids: Sequence[str], vectors: np.ndarray) -> VectorIndex:
+        """The index without the ``removed`` ids and with ``ids``/``vectors`` added, without a
+        rebuild from scratch where the index allows it. Exact and HNSW return a new object (a
+        search running on the old one is not disturbed); Milvus changes its collection."""
         ...
 
     def __len__(self) -> int: ...
@@ -61,6 +69,14 @@ class ExactIndex:
         scores = self._vectors @ query.astype(np.float32)
         return top_k(scores, k, self._ids)
 
+    def updated(self, removed: set[str], ids: Sequence[str], vectors: np.ndarray) -> ExactIndex:
+        keep = [i for i, x in enumerate(self._ids) if x not in removed]
+        fresh = ExactIndex()
+        fresh._ids = [self._ids[i] for i in keep] + list(ids)
+        added = np.ascontiguousarray(vectors, dtype=np.float32)
+        fresh._vectors = np.concatenate([self._vectors[keep], added]) if keep else added
+        return fresh
+
     def __len__(self) -> int:
         return len(self._ids)
 
@@ -80,11 +96,18 @@ def top_k(scores: np.ndarray, k: int, ids: Sequence[str]) -> list[tuple[str, flo
 
 
 class HnswIndex:
+    """faiss HNSW cannot remove vectors: a removed one becomes a tombstone, skipped at query time
+    through an ``IDSelector``; past ``TOMBSTONE_REBUILD`` of the live count the graph is rebuilt
+    from the live vectors (read back from the index's flat storage)."""
+
     name = "hnsw"
 
     def __init__(self) -> None:
-        self._ids: list[str] = []
+        self._ids: list[str] = []  # by faiss position, tombstones included
         self._index: Any = None
+        self._dead: frozenset[int] = frozenset()
+        self._params: Any = None  # search parameters skipping the tombstones
+        self._keep: Any = None  # the selectors the parameters point at (SWIG does not own them)
 
     def build(self, ids: Sequence[str], vectors: np.ndarray) -> None:
         faiss = _import("faiss", "faiss-cpu")
@@ -94,15 +117,52 @@ class HnswIndex:
             index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         index.hnsw.efSearch = HNSW_EF_SEARCH
         self._ids, self._index = list(ids), index
+        self._dead, self._params, self._keep = frozenset(), None, None
+
+    @property
+    def tombstones(self) -> int:
+        return len(self._dead)
+
+    def updated(self, removed: set[str], ids: Sequence[str], vectors: np.ndarray) -> HnswIndex:
+        faiss = _import("faiss", "faiss-cpu")
+        dead = self._dead | {p for p, x in enumerate(self._ids) if x in removed}
+        live = len(self._ids) + len(ids) - len(dead)
+        fresh = HnswIndex()
+        if self._index is None or len(dead) > TOMBSTONE_REBUILD * max(live, 1):
+            keep = [p for p in range(len(self._ids)) if p not in dead]
+            old = self._index.reconstruct_n(0, len(self._ids)) if self._ids else None
+            parts = ([old[keep]] if old is not None and keep else []) + [np.asarray(vectors, np.float32)]
+            fresh.build([self._ids[p] for p in keep] + list(ids), np.concatenate(parts))
+            return fresh
+        fresh._index = faiss.clone_index(self._index)
+        fresh._index.hnsw.efSearch = HNSW_EF_SEARCH
+        if len(ids):
+            fresh._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        fresh._ids = self._ids + list(ids)
+        fresh._dead = frozenset(dead)
+        if dead:
+            batch = faiss.IDSelectorBatch(np.fromiter(sorted(dead), dtype="int64"))
+            skip = faiss.IDSelectorNot(batch)
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = HNSW_EF_SEARCH
+            params.sel = skip
+            fresh._params, fresh._keep = params, (batch, skip)
+        return fresh
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
-        if not self._ids:
+        if len(self) == 0:
             return []
-        scores, positions = self._index.search(query.astype(np.float32)[None, :], min(k, len(self._ids)))
-        return [(self._ids[p], float(s)) for p, s in zip(positions[0], scores[0], strict=True) if p >= 0]
+        scores, positions = self._index.search(
+            query.astype(np.float32)[None, :], min(k, len(self)), params=self._params
+        )
+        return [
+            (self._ids[p], float(s))
+            for p, s in zip(positions[0], scores[0], strict=True)
+            if p >= 0 and p not in self._dead
+        ]
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._ids) - len(self._dead)
 
 
 class MilvusIndex:
@@ -135,6 +195,22 @@ class MilvusIndex:
             client.insert(self._collection, rows[start : start + 1000])
         self._count = len(rows)
 
+    def updated(self, removed: set[str], ids: Sequence[str], vectors: np.ndarray) -> MilvusIndex:
+        """Delete by id and insert, in the KB's collection."""
+        client = self._client
+        if not client.has_collection(self._collection):
+            self.build(list(ids), vectors)
+            return self
+        if removed:
+            gone = sorted(removed)
+            for start in range(0, len(gone), 1000):
+                client.delete(self._collection, ids=gone[start : start + 1000])
+        rows = [{"id": i, "vector": v.tolist()} for i, v in zip(ids, vectors, strict=True)]
+        for start in range(0, len(rows), 1000):
+            client.insert(self._collection, rows[start : start + 1000])
+        self._count += len(rows) - len(removed)
+        return self
+
     def search(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
         if not self._count:
             return []
@@ -157,9 +233,15 @@ class MilvusIndex:
         return self._count
 
 
-def make_index(kind: str, n: int, *, milvus_uri: str | None = None, collection: str = "kb") -> VectorIndex:
+def index_kind(kind: str, n: int) -> str:
+    """The index ``make_index`` picks for ``kind`` at ``n`` vectors."""
     if kind == "auto":
-        kind = "hnsw" if n >= ANN_THRESHOLD else "exact"
+        return "hnsw" if n >= ANN_THRESHOLD else "exact"
+    return kind
+
+
+def make_index(kind: str, n: int, *, milvus_uri: str | None = None, collection: str = "kb") -> VectorIndex:
+    kind = index_kind(kind, n)
     if kind == "exact":
         return ExactIndex()
     if kind == "hnsw":

@@ -62,13 +62,15 @@ class Snapshot:
         vectors: np.ndarray,
         tokens: list[list[str]],
         index: VectorIndex,
+        built: bool = False,
     ) -> None:
         self.revision = revision
         self.chunks = chunks
         self.vectors = vectors
+        self.tokens = tokens  # kept for incremental updates (``KnowledgeService.snapshot``)
         self.position = {c.id: i for i, c in enumerate(chunks)}
         self.index = index
-        if chunks:
+        if chunks and not built:  # ``built``: the index already holds these chunks
             index.build([c.id for c in chunks], vectors)
         self._bm25: Any = None
         if chunks:
@@ -105,7 +107,9 @@ class Snapshot:
         if not self.chunks:
             return []
         if mask is None:
-            return [(self.position[i], s) for i, s in self.index.search(query, depth)]
+            # ``.get``: a shared Milvus collection may already hold a newer revision's ids.
+            found = ((self.position.get(i), s) for i, s in self.index.search(query, depth))
+            return [(p, s) for p, s in found if p is not None]
         allowed = np.flatnonzero(mask)
         scores = self.vectors[allowed] @ query
         return [(int(allowed[i]), s) for i, s in top_positions(scores, depth)]

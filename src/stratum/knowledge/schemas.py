@@ -149,15 +149,24 @@ class SearchResult(BaseModel):
 class IngestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    paths: list[str] = Field(min_length=1)
+    paths: list[str] = Field(default_factory=list, description="Files/folders on the server.")
+    urls: list[str] = Field(default_factory=list, max_length=1000, description="http(s) pages to fetch.")
     tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _something(self) -> IngestRequest:
+        if not self.paths and not self.urls:
+            raise ValueError("give paths and/or urls")
+        return self
 
 
 class IngestProgress(BaseModel):
     """What an ingest run has done so far (CLI progress bar, ``GET …/ingest``)."""
 
     kb: str
-    state: Literal["idle", "running", "done", "failed"] = "idle"
+    # queued/cancelled: the run is a job (``job_id``) waiting for a worker or cancelled.
+    state: Literal["idle", "queued", "running", "done", "failed", "cancelled"] = "idle"
+    job_id: str | None = None
     files_total: int = 0
     files_done: int = 0
     files_skipped: int = 0

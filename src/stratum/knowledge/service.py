@@ -20,9 +20,10 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
@@ -34,7 +35,7 @@ from stratum.governance.tables import OrgRow, ProjectRow
 from stratum.governance.tenancy import find_project
 from stratum.knowledge.chunking import chunk_blocks
 from stratum.knowledge.extract import extract, iter_files
-from stratum.knowledge.index import make_index
+from stratum.knowledge.index import index_kind, make_index
 from stratum.knowledge.retrieval import ChunkMeta, Snapshot
 from stratum.knowledge.schemas import (
     ChunkHit,
@@ -49,6 +50,7 @@ from stratum.knowledge.schemas import (
 )
 from stratum.knowledge.tables import KbChunkRow, KbDocumentRow, KnowledgeBaseRow
 from stratum.knowledge.text import lexical_tokens
+from stratum.knowledge.web import page_url
 from stratum.storage import Database, utcnow
 
 # Chunks embedded and committed together: a kill loses at most one batch of embedding work.
@@ -85,6 +87,33 @@ def check_access(kb: KbPublic, role: str, mode: str) -> None:
         return
     if role not in roles:
         raise PolicyDenied(f"the {role} role may not {mode} knowledge base {kb.name}", rule="kb.acl")
+
+
+def _source_of(path: Path, default: str, sources: Mapping[Path, str] | None) -> str:
+    if sources and path in sources:
+        return sources[path]
+    if path.suffix.lower() in (".html", ".htm"):
+        try:
+            with path.open("rb") as handle:
+                declared = page_url(handle.read(262_144))
+        except OSError:
+            declared = None
+        if declared:
+            return declared
+    return default
+
+
+def _meta(c: KbChunkRow, source: str, tags: Any, doc_date: datetime | None) -> ChunkMeta:
+    return ChunkMeta(
+        id=c.id,
+        source=source,
+        page=c.page,
+        heading_path=list(c.heading_path or []),
+        text=c.text,
+        kind=c.kind,
+        tags=tuple(tags or ()),
+        doc_date=doc_date,
+    )
 
 
 class KnowledgeService:
@@ -150,6 +179,19 @@ class KnowledgeService:
             )
             if row is None:
                 raise NotFound(f"project {project} has no knowledge base {name!r}", code="kb_not_found")
+            return kb_public(row, proj, org, self._counts(session, row.id))
+
+    def get_by_id(self, kb_id: str) -> KbPublic:
+        with self._db.session(write=False) as session:
+            found = session.execute(
+                select(KnowledgeBaseRow, ProjectRow, OrgRow)
+                .join(ProjectRow, ProjectRow.id == KnowledgeBaseRow.project_id)
+                .join(OrgRow, OrgRow.id == ProjectRow.org_id)
+                .where(KnowledgeBaseRow.id == kb_id)
+            ).first()
+            if found is None:
+                raise NotFound(f"no knowledge base with id {kb_id!r}", code="kb_not_found")
+            row, proj, org = found
             return kb_public(row, proj, org, self._counts(session, row.id))
 
     def resolve(self, ref: str) -> KbPublic:
@@ -239,13 +281,28 @@ class KnowledgeService:
         doc_date: datetime | None = None,
         progress: ProgressCallback | None = None,
         batch_size: int = INGEST_BATCH,
+        sources: Mapping[Path, str] | None = None,
+        failed: Sequence[str] = (),
     ) -> IngestProgress:
         """Ingest files and folders; unchanged files are skipped, changed ones replaced, partial
         ones resumed. Returns the final progress (``files_failed`` counts files that could not be
-        read; their errors are listed)."""
+        read; their errors are listed).
+
+        A file's source (its identity in the KB and in citations) is its name relative to the
+        folder given, ``sources[path]`` when given (a fetched page: its URL), or the URL a saved
+        HTML page declares (canonical link / ``og:url``). ``failed`` are error lines of items that
+        failed before ingest (URLs that could not be fetched), counted as failed files."""
         settings = kb.settings
         files = iter_files([Path(p) for p in paths])
-        state = IngestProgress(kb=kb.name, state="running", files_total=len(files), started_at=utcnow())
+        state = IngestProgress(
+            kb=kb.name,
+            state="running",
+            files_total=len(files) + len(failed),
+            files_done=len(failed),
+            files_failed=len(failed),
+            errors=list(failed),
+            started_at=utcnow(),
+        )
         self.progress[kb.id] = state
         sizes = {path: path.stat().st_size for path, _ in files}
         bytes_total = sum(sizes.values()) or 1
@@ -265,6 +322,7 @@ class KnowledgeService:
         report()
         try:
             for path, source in files:
+                source = _source_of(path, source, sources)
                 state.current = source
                 report()
                 try:
@@ -411,9 +469,69 @@ class KnowledgeService:
             cached = self._snapshots.get(kb.id)
             if cached is not None and cached.revision == revision:
                 return cached
-            snapshot = self._load(kb, revision)
+            snapshot = None
+            if cached is not None and len(cached):
+                snapshot = self._update(kb, cached, revision)
+            if snapshot is None:
+                snapshot = self._load(kb, revision)
             self._snapshots[kb.id] = snapshot
             return snapshot
+
+    def _update(self, kb: KbPublic, cached: Snapshot, revision: int) -> Snapshot | None:
+        """The snapshot at ``revision`` from ``cached`` and the chunks that changed since: only
+        new chunks are read from the store, the vector index is updated (``VectorIndex.updated``)
+        and BM25 is re-indexed from the stored tokens (no re-tokenising). None when the index
+        kind changes (``auto`` crossing the ANN threshold): then a full load."""
+        with self._db.session(write=False) as session:
+            current = (
+                session.execute(
+                    select(KbChunkRow.id)
+                    .join(KbDocumentRow, KbDocumentRow.id == KbChunkRow.document_id)
+                    .where(KbChunkRow.kb_id == kb.id)
+                    .order_by(KbDocumentRow.source, KbChunkRow.ordinal)
+                )
+                .scalars()
+                .all()
+            )
+            if not current or index_kind(kb.settings.index, len(current)) != cached.index.name:
+                return None
+            known = cached.position
+            added = [i for i in current if i not in known]
+            fresh: dict[str, tuple[ChunkMeta, str, bytes]] = {}
+            for start in range(0, len(added), 500):
+                rows = session.execute(
+                    select(KbChunkRow, KbDocumentRow.source, KbDocumentRow.tags, KbDocumentRow.doc_date)
+                    .join(KbDocumentRow, KbDocumentRow.id == KbChunkRow.document_id)
+                    .where(KbChunkRow.id.in_(added[start : start + 500]))
+                ).all()
+                for c, source, tags, doc_date in rows:
+                    fresh[c.id] = (_meta(c, source, tags, doc_date), c.tokens, c.vector)
+        if len(fresh) != len(added):  # a chunk went between the two reads: start over
+            return None
+        removed = set(known) - set(current)
+        chunks: list[ChunkMeta] = []
+        tokens: list[list[str]] = []
+        vectors = np.empty((len(current), cached.vectors.shape[1]), dtype=np.float32)
+        for row, chunk_id in enumerate(current):
+            position = known.get(chunk_id)
+            if position is None:
+                meta, token_text, vector = fresh[chunk_id]
+                chunks.append(meta)
+                tokens.append(token_text.split())
+                vectors[row] = np.frombuffer(vector, dtype="<f4")
+            else:
+                chunks.append(cached.chunks[position])
+                tokens.append(cached.tokens[position])
+                vectors[row] = cached.vectors[position]
+        added_vectors = (
+            np.stack([np.frombuffer(fresh[i][2], dtype="<f4") for i in added])
+            if added
+            else np.zeros((0, vectors.shape[1]), dtype=np.float32)
+        )
+        index = cached.index.updated(removed, added, added_vectors)
+        return Snapshot(
+            revision=revision, chunks=chunks, vectors=vectors, tokens=tokens, index=index, built=True
+        )
 
     def _load(self, kb: KbPublic, revision: int) -> Snapshot:
         with self._db.session(write=False) as session:
@@ -423,19 +541,7 @@ class KnowledgeService:
                 .where(KbChunkRow.kb_id == kb.id)
                 .order_by(KbDocumentRow.source, KbChunkRow.ordinal)
             ).all()
-        chunks = [
-            ChunkMeta(
-                id=c.id,
-                source=source,
-                page=c.page,
-                heading_path=list(c.heading_path or []),
-                text=c.text,
-                kind=c.kind,
-                tags=tuple(tags or ()),
-                doc_date=doc_date,
-            )
-            for c, source, tags, doc_date in rows
-        ]
+        chunks = [_meta(c, source, tags, doc_date) for c, source, tags, doc_date in rows]
         if rows:
             vectors = np.frombuffer(b"".join(c.vector for c, *_ in rows), dtype="<f4").reshape(len(rows), -1)
         else:

@@ -3,7 +3,7 @@
 Jobs belong to a project; every route but the cross-project list is under the project's path and
 authorised with the tenant that owns it, like the rest of the admin API. A job id of another
 project answers 404 from this project's path. Only a platform admin may point a job at files on
-the server (``*_path`` settings); tenants name registered models and datasets.
+the server (``*_path`` and ``*_paths`` settings); tenants name registered models and datasets.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ async def _job(
 
 
 def _server_paths(config: dict[str, Any]) -> list[str]:
-    return sorted(key for key in config if key.endswith("_path"))
+    return sorted(key for key in config if key.endswith(("_path", "_paths")))
 
 
 @router.get("/jobs", response_model=list[JobPublic])

@@ -5,29 +5,33 @@ creating); a project key (developer, viewer) may leave it out and gets its own p
 policy decides ``kb.read`` / ``kb.write`` on that project (so keys of other projects get the
 tenancy 403, whatever the KB name), then the KB's own role lists (rule ``kb.acl``).
 
-Ingestion reads files on the server: allowed under ``STRATUM_KB_INGEST_ROOT`` when it is set,
-otherwise for platform admins only. It runs in a background thread; ``GET …/ingest`` shows its
-progress.
+Ingestion runs as a ``kb_ingest`` job (``knowledge.ingest_job``) on a worker, never in the
+gateway: from server files (allowed under ``STRATUM_KB_INGEST_ROOT`` when it is set, otherwise for
+platform admins only), from http(s) URLs, or from files uploaded to ``POST …/files``.
+``GET …/ingest`` shows the latest job's progress, ``DELETE …/ingest`` cancels it.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
-from pathlib import Path
+import uuid
+from pathlib import Path, PurePosixPath
 
 import anyio
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from stratum.engine.base import Encoder
-from stratum.errors import Conflict, InvalidRequest, NotFound, PolicyDenied
+from stratum.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, PolicyDenied
 from stratum.gateway.deps import ContextDep, RequestContext, StateDep
 from stratum.gateway.state import AppState
 from stratum.governance.schemas import ProjectPublic
+from stratum.knowledge import ingest_job
 from stratum.knowledge.archive import export_kb
+from stratum.knowledge.extract import SUFFIXES, supported
+from stratum.knowledge.ingest_job import uploads_dir
 from stratum.knowledge.schemas import (
     DocumentPublic,
     IngestProgress,
@@ -39,6 +43,7 @@ from stratum.knowledge.schemas import (
     SearchResult,
 )
 from stratum.knowledge.service import KnowledgeService, check_access
+from stratum.knowledge.web import check_url
 
 router = APIRouter(prefix="/admin/v1", tags=["knowledge"])
 ProjectParam = Query(default=None, description="ORG/PROJECT; a project key's own project by default.")
@@ -140,17 +145,19 @@ async def delete_kb(
     kb: str, context: ContextDep, state: StateDep, project: str | None = ProjectParam
 ) -> Response:
     found = await resolve_kb(context, state, kb, project, "write")
-    await anyio.to_thread.run_sync(lambda: knowledge(state).delete(found))
+
+    def remove() -> None:
+        # Its queued/running ingest jobs are cancelled, its uploaded files removed with it.
+        ingest_job.cancel_all(state.jobs, found)
+        knowledge(state).delete(found)
+        shutil.rmtree(uploads_dir(state.settings.artifacts_dir, found), ignore_errors=True)
+
+    await anyio.to_thread.run_sync(remove)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/kb/{kb}/ingest", response_model=IngestProgress, status_code=status.HTTP_202_ACCEPTED)
-async def ingest(
-    kb: str, spec: IngestRequest, context: ContextDep, state: StateDep, project: str | None = ProjectParam
-) -> IngestProgress:
-    """Start ingesting server-side files/folders in the background; poll ``GET …/ingest``."""
-    found = await resolve_kb(context, state, kb, project, "write")
-    paths = [Path(p).expanduser().resolve() for p in spec.paths]
+def _check_server_paths(context: RequestContext, state: AppState, raw: list[str]) -> list[Path]:
+    paths = [Path(p).expanduser().resolve() for p in raw]
     root = state.settings.kb_ingest_root
     if root is not None:
         outside = [str(p) for p in paths if not p.is_relative_to(root.resolve())]
@@ -158,7 +165,7 @@ async def ingest(
             raise PolicyDenied(
                 f"paths outside STRATUM_KB_INGEST_ROOT: {', '.join(outside)}", rule="kb.ingest_root"
             )
-    elif not context.principal.is_admin:
+    elif paths and not context.principal.is_admin:
         raise PolicyDenied(
             "reading server files needs STRATUM_KB_INGEST_ROOT set, or a platform admin key",
             rule="kb.ingest_root",
@@ -166,35 +173,125 @@ async def ingest(
     for path in paths:
         if not path.exists():
             raise InvalidRequest(f"no such file or folder on the server: {path}", param="paths")
-    service = knowledge(state)
-    current = service.progress.get(found.id)
-    if current is not None and current.state == "running":
-        raise Conflict(f"knowledge base {found.name} is already being ingested", param="kb")
-    encoder = await kb_encoder(state, found)
-    if encoder is None:
-        raise InvalidRequest("ingestion needs the KB's embedding model")
-    started = IngestProgress(kb=found.name, state="running", files_total=0)
-    service.progress[found.id] = started
+    return paths
 
-    def run() -> None:
-        try:
-            service.ingest(found, paths, encoder=encoder, tags=spec.tags)
-        except Exception as error:  # reported through the progress endpoint
-            progress = service.progress.get(found.id, started)
-            progress.state = "failed"
-            progress.errors.append(str(error))
 
-    threading.Thread(target=run, name=f"kb-ingest-{found.name}", daemon=True).start()
-    return started
+async def _queue(
+    context: RequestContext,
+    state: AppState,
+    kb: KbPublic,
+    *,
+    server_paths: list[str],
+    urls: list[str],
+    tags: list[str],
+) -> IngestProgress:
+    def submit() -> IngestProgress:
+        job = ingest_job.submit(
+            state.jobs, kb, server_paths=server_paths, urls=urls, tags=tags, actor=context.principal.key_id
+        )
+        return ingest_job.progress_of(job, kb)
+
+    return await anyio.to_thread.run_sync(submit)
+
+
+@router.post("/kb/{kb}/ingest", response_model=IngestProgress, status_code=status.HTTP_202_ACCEPTED)
+async def ingest(
+    kb: str, spec: IngestRequest, context: ContextDep, state: StateDep, project: str | None = ProjectParam
+) -> IngestProgress:
+    """Queue a ``kb_ingest`` job for server files/folders and/or http(s) URLs; poll ``GET …/ingest``
+    (or the job: ``job_id``). 409 while another ingest of the KB is queued or running."""
+    found = await resolve_kb(context, state, kb, project, "write")
+    paths = _check_server_paths(context, state, spec.paths)
+    urls = [check_url(url) for url in spec.urls]
+    await anyio.to_thread.run_sync(lambda: ingest_job.check_idle(state.jobs, found))
+    return await _queue(
+        context, state, found, server_paths=[str(p) for p in paths], urls=urls, tags=spec.tags
+    )
+
+
+_UPLOAD_PIECE = 1024 * 1024
+
+
+def _upload_name(raw: str | None, seen: set[str]) -> str:
+    name = PurePosixPath((raw or "").replace("\\", "/")).name.strip()
+    if not name or name in (".", "..") or name.startswith("."):
+        raise InvalidRequest(f"an uploaded file needs a plain file name, not {raw!r}", param="files")
+    if not supported(Path(name)):
+        raise InvalidRequest(
+            f"{name}: unsupported file type (supported: {', '.join(sorted(SUFFIXES))})", param="files"
+        )
+    if name in seen:
+        raise InvalidRequest(f"{name} is uploaded twice", param="files")
+    seen.add(name)
+    return name
+
+
+@router.post("/kb/{kb}/files", response_model=IngestProgress, status_code=status.HTTP_202_ACCEPTED)
+async def upload_files(
+    kb: str,
+    context: ContextDep,
+    state: StateDep,
+    files: list[UploadFile] = File(
+        description="One or more documents (PDF, DOCX, HTML, MD, TXT, CSV, XLSX)."
+    ),
+    tags: list[str] = Form(default=[]),
+    project: str | None = ProjectParam,
+) -> IngestProgress:
+    """Upload documents (multipart, field ``files``) and queue their ingest as a job. Each file
+    may hold ``STRATUM_KB_UPLOAD_MAX_BYTES`` (413 above); files are kept under the artifacts
+    store (``$STRATUM_HOME/artifacts/kb-uploads/<kb id>/<upload id>/``); a file's name is its
+    source, so uploading a changed file with the same name replaces its chunks."""
+    found = await resolve_kb(context, state, kb, project, "write")
+    await anyio.to_thread.run_sync(lambda: ingest_job.check_idle(state.jobs, found))
+    limit = state.settings.kb_upload_max_bytes
+    seen: set[str] = set()
+    names = [_upload_name(upload.filename, seen) for upload in files]
+    folder = uploads_dir(state.settings.artifacts_dir, found) / uuid.uuid4().hex
+    await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
+    try:
+        for upload, name in zip(files, names, strict=True):
+            size = 0
+            with (folder / name).open("wb") as target:
+                while piece := await upload.read(_UPLOAD_PIECE):
+                    size += len(piece)
+                    if size > limit:
+                        raise PayloadTooLarge(
+                            f"{name} is over the {limit}-byte upload limit (STRATUM_KB_UPLOAD_MAX_BYTES)",
+                            param="files",
+                        )
+                    await anyio.to_thread.run_sync(target.write, piece)
+        return await _queue(context, state, found, server_paths=[str(folder)], urls=[], tags=tags)
+    except BaseException:
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
+        raise
 
 
 @router.get("/kb/{kb}/ingest", response_model=IngestProgress)
 async def ingest_progress(
     kb: str, context: ContextDep, state: StateDep, project: str | None = ProjectParam
 ) -> IngestProgress:
-    """Progress of the KB's latest ingest run in this gateway (``idle`` if none)."""
+    """Progress of the KB's latest ingest job (files, chunks, pages, ETA; ``idle`` if none)."""
     found = await resolve_kb(context, state, kb, project, "read")
+    latest = await anyio.to_thread.run_sync(lambda: ingest_job.kb_jobs(state.jobs, found, limit=20))
+    if latest:
+        return ingest_job.progress_of(latest[0], found)
     return knowledge(state).progress.get(found.id) or IngestProgress(kb=found.name)
+
+
+@router.delete("/kb/{kb}/ingest", response_model=IngestProgress)
+async def cancel_ingest(
+    kb: str, context: ContextDep, state: StateDep, project: str | None = ProjectParam
+) -> IngestProgress:
+    """Cancel the KB's queued or running ingest job; committed chunks stay (ingest again to resume)."""
+    found = await resolve_kb(context, state, kb, project, "write")
+
+    def cancel() -> IngestProgress:
+        for job in ingest_job.kb_jobs(state.jobs, found, limit=50):
+            if job.status in ingest_job.ACTIVE:
+                return ingest_job.progress_of(state.jobs.cancel(job.id), found)
+        raise Conflict(f"knowledge base {found.name} has no ingest queued or running", param="kb")
+
+    return await anyio.to_thread.run_sync(cancel)
 
 
 @router.post("/kb/{kb}/search", response_model=SearchResult)
