@@ -198,6 +198,7 @@ class TorchE5Encoder:
         passage_tokens: int | None = None,
         threads: int | None = None,
         query_cache: int = DEFAULT_QUERY_CACHE,
+        small_call_tokens: int = SMALL_CALL_TOKENS,
     ) -> None:
         self.precision = resolve_precision(precision)
         self.dimensions = 384
@@ -207,6 +208,7 @@ class TorchE5Encoder:
             raise InvalidRequest(f"threads must be at least 1, not {threads}")
         self.passage_tokens = passage_tokens or self.max_tokens
         self._threads = threads
+        self._small_call_tokens = small_call_tokens
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._query_cache_size = max(query_cache, 0)
         self._batch_tokens = max(batch_tokens, self.max_tokens)
@@ -243,7 +245,7 @@ class TorchE5Encoder:
             return cached
         ids = self._token_ids(items, kind)
         out = np.zeros((len(items), self.dimensions), dtype=np.float32)
-        threads = 1 if sum(len(seq) for seq in ids) <= SMALL_CALL_TOKENS else self._threads
+        threads = 1 if sum(len(seq) for seq in ids) <= self._small_call_tokens else self._threads
         for rows in self._buckets([len(seq) for seq in ids]):
             width = max(len(ids[r]) for r in rows)
             padded = np.full((len(rows), width), self._config().pad, dtype=np.int64)
