@@ -85,6 +85,74 @@ def int8_encoder(*, skip_ffn_out: bool) -> TorchE5Encoder:
     return encoder
 
 
+class OnnxE5(TorchE5Encoder):
+    """The torch encoder's tokenizer and batching, its model exported to ONNX and run by onnxruntime.
+
+    Measured, not offered (see the README's knowledge-base section for the numbers).
+    """
+
+    def __init__(self, *, quantised: bool) -> None:
+        super().__init__(precision="fp32", query_cache=0)
+        self._quantised = quantised
+        self._session: object = None
+
+    def load(self) -> None:
+        import tempfile
+        import warnings
+
+        import onnxruntime
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        super().load()
+        model = self._model
+        assert model is not None
+
+        class Masked(torch.nn.Module):  # always masked: the export must not bake in a branch
+            def __init__(self, inner: torch.nn.Module) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, words: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+                m = self.inner
+                x = m.embed_norm(words + m.positions[: words.shape[1]] + m.token_type)
+                for block in m.blocks:
+                    x = block(x, valid[:, None, None, :])
+                keep = valid[..., None].to(torch.float32)
+                return (x * keep).sum(1) / keep.sum(1)
+
+        folder = Path(tempfile.mkdtemp(prefix="e5-onnx-"))
+        path = folder / "e5.onnx"
+        example = (torch.randn(2, 40, 384), torch.ones(2, 40, dtype=torch.bool))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                Masked(model).eval(), example, str(path),
+                input_names=["words", "valid"], output_names=["out"],
+                dynamic_axes={"words": {0: "b", 1: "t"}, "valid": {0: "b", 1: "t"}}, opset_version=17,
+                dynamo=False,
+            )  # fmt: skip
+            if self._quantised:
+                quantize_dynamic(str(path), str(folder / "e5.int8.onnx"), weight_type=QuantType.QInt8)
+                path = folder / "e5.int8.onnx"
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def encode(self, texts, *, kind="passage"):  # type: ignore[no-untyped-def]
+        ids = self._token_ids(list(texts), kind)
+        out = np.zeros((len(ids), self.dimensions), dtype=np.float32)
+        for rows in self._buckets([len(seq) for seq in ids]):
+            width = max(len(ids[r]) for r in rows)
+            padded = np.full((len(rows), width), self._config().pad, dtype=np.int64)
+            for j, r in enumerate(rows):
+                padded[j, : len(ids[r])] = ids[r]
+            valid = np.arange(width)[None, :] < np.array([len(ids[r]) for r in rows])[:, None]
+            words = self._weights().word_vectors(padded)
+            out[rows] = self._session.run(None, {"words": words, "valid": valid})[0]  # type: ignore[attr-defined]
+        normalised: np.ndarray = out / np.linalg.norm(out, axis=1, keepdims=True)
+        return normalised
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chunks", type=int, default=48)
@@ -96,6 +164,12 @@ def main() -> None:
         action="store_true",
         help="also torch dynamic int8 (quantize_dynamic of the Linear layers, x86/fbgemm engine): "
         "all of them, and all but the FFN output projection",
+    )
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also ONNX Runtime: the fp32 encoder exported to ONNX, as is and with "
+        "onnxruntime.quantization.quantize_dynamic (int8 MatMul weights)",
     )
     parser.add_argument("--quick", action="store_true", help="12 chunks, one round")
     args = parser.parse_args()
@@ -109,6 +183,9 @@ def main() -> None:
     if args.int8:
         encoders["torch int8 (all)"] = int8_encoder(skip_ffn_out=False)
         encoders["torch int8 (fp32 ffn_out)"] = int8_encoder(skip_ffn_out=True)
+    if args.onnx:
+        encoders["onnxruntime fp32"] = OnnxE5(quantised=False)
+        encoders["onnxruntime int8"] = OnnxE5(quantised=True)
     for encoder in encoders.values():
         encoder.load()
         encoder.encode(chunks[:2])  # warm-up: first-call allocations and kernel selection
