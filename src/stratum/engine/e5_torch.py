@@ -15,9 +15,10 @@ Precisions:
   has native bf16 dot products (AVX512-BF16 / AMX), where it is the fastest at unchanged quality.
 
 No int8 mode: torch's dynamic int8 (``quantize_dynamic`` on the Linear layers, fbgemm / x86 /
-onednn engines, VNNI) was measured slower than bf16 here, and quantising the FFN output projection
-ruins quality (its post-GELU input has outlier channels; cosine to fp32 fell to ~0.976, ~0.997 with
-that projection kept in float); ``benchmarks/embed_bench.py --int8`` repeats the measurement.
+onednn engines, VNNI) ran between 0.9x and 1.25x bf16 here (noisy shared machine), and quantising
+the FFN output projection ruins quality (its post-GELU input has outlier channels; cosine to fp32
+fell to ~0.97, ~0.996 with that projection kept in float). ONNX Runtime int8 was no better (about
+bf16's speed, cosine ~0.984). ``benchmarks/embed_bench.py --int8 --onnx`` repeats the measurement.
 
 Long texts are truncated to their first 512 tokens (prefix, <s> and </s> included), like
 sentence-transformers and like ``E5Encoder`` (which truncates characters; the last token of a
