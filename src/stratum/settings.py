@@ -216,6 +216,26 @@ class Settings(BaseSettings):
         description="API/job URL ingest may fetch loopback and private-network addresses.",
     )
 
+    # --- engine.e5_torch: the bundled e5 encoder's speed knobs (issue 8) ---
+    embed_precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="Compute precision of the bundled e5 encoder: auto = bf16 where the CPU has native "
+        "bf16 dot products, else fp32.",
+    )
+    embed_passage_tokens: int = Field(
+        default=512,
+        ge=16,
+        le=512,
+        description="Tokens of a passage (KB chunk) the bundled e5 encoder reads; fewer is faster, "
+        "the rest of a long chunk then only reaches BM25.",
+    )
+    embed_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Threads the bundled e5 encoder uses for bulk (ingest) batches; unset: torch's "
+        "default (all cores unless OMP_NUM_THREADS). Queries always run on one thread.",
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

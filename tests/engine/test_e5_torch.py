@@ -158,3 +158,70 @@ def test_auto_precision_is_a_concrete_one() -> None:
 
 def test_load_encoder_builtin_is_the_torch_path() -> None:
     assert isinstance(load_encoder(BUILTIN_ENCODER_SOURCE), TorchE5Encoder)
+
+
+# --- speed knobs: passage window, one-thread small calls, query cache (issue 8) ---
+
+
+def test_passage_window_truncates_passages_only() -> None:
+    encoder = TorchE5Encoder(precision="fp32", passage_tokens=64)
+    assert encoder.count_tokens([LONG_ZH]) == [64]
+    assert encoder.count_tokens([LONG_ZH], kind="query") == [512]
+    assert encoder.count_tokens(["你好，世界"]) == [8]  # short texts are untouched
+    assert "64 for passages" in encoder.info.extra["long_inputs"]
+    # The vector depends on the first 64 tokens only: a different tail changes nothing.
+    first, second = encoder.encode([CHUNK_ZH, CHUNK_ZH[:200] + "完全无关的结尾内容。" * 30])
+    np.testing.assert_allclose(first, second, atol=1e-6)
+    full = TorchE5Encoder(precision="fp32").encode([CHUNK_ZH])[0]
+    assert float(first @ full) < 0.9999  # the window did cut something
+
+
+def test_small_calls_leave_the_thread_setting_alone() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    encoder = TorchE5Encoder(precision="fp32", query_cache=0)
+    encoder.encode(["年假有多少天？"], kind="query")
+    encoder.encode([CHUNK_ZH] * 3)
+    assert torch.get_num_threads() == before
+
+
+def test_query_cache_returns_the_same_vectors_without_the_model() -> None:
+    encoder = TorchE5Encoder(precision="fp32", query_cache=2)
+    uncached = TorchE5Encoder(precision="fp32", query_cache=0)
+    first = encoder.encode(["年假有多少天？", "报销需要什么材料？"], kind="query")
+    np.testing.assert_array_equal(
+        first, uncached.encode(["年假有多少天？", "报销需要什么材料？"], kind="query")
+    )
+    model = encoder._model
+    encoder._model = None  # a cache miss would have to rebuild the model: detectable
+    again = encoder.encode(["报销需要什么材料？"], kind="query")
+    assert encoder._model is None
+    np.testing.assert_array_equal(again[0], first[1])
+    again[0, 0] = 7.0  # callers may modify what they get without poisoning the cache
+    np.testing.assert_array_equal(encoder.encode(["报销需要什么材料？"], kind="query")[0], first[1])
+    # Passages are never served from the query cache (different prefix, different vector).
+    encoder._model = model
+    passage = encoder.encode(["报销需要什么材料？"])
+    assert float(passage[0] @ first[1]) < 0.999
+    # LRU of 2 entries: a third query evicts the least recently used one.
+    encoder.encode(["第三个问题"], kind="query")
+    assert list(encoder._query_cache) == ["报销需要什么材料？", "第三个问题"]
+
+
+def test_rejects_bad_speed_settings() -> None:
+    with pytest.raises(InvalidRequest):
+        TorchE5Encoder(passage_tokens=8)
+    with pytest.raises(InvalidRequest):
+        TorchE5Encoder(passage_tokens=1000)
+    with pytest.raises(InvalidRequest):
+        TorchE5Encoder(threads=0)
+
+
+def test_load_encoder_follows_the_embed_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRATUM_EMBED_PRECISION", "fp32")
+    monkeypatch.setenv("STRATUM_EMBED_PASSAGE_TOKENS", "128")
+    monkeypatch.setenv("STRATUM_EMBED_THREADS", "1")
+    encoder = load_encoder(BUILTIN_ENCODER_SOURCE)
+    assert isinstance(encoder, TorchE5Encoder)
+    assert (encoder.precision, encoder.passage_tokens, encoder._threads) == ("fp32", 128, 1)

