@@ -22,8 +22,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarnin
 
 # Float summation order differs (each rank reduces its slice, then gloo sums the two), and AdamW
 # divides by sqrt(v), so near-zero gradients can amplify that noise a little: the weights agree to
-# ATOL, and the per-step losses to LOSS_RTOL.
-ATOL = 1e-4
+# ATOL (3.3e-7 was measured here, for weights that moved by up to 0.025), and the per-step losses to
+# LOSS_RTOL.
+ATOL = 1e-5
 LOSS_RTOL = 1e-4
 
 
@@ -96,3 +97,77 @@ def test_nproc_is_checked_at_submit() -> None:
         validate_sft({"base": "m", "dataset_path": "x", "nproc": 4, "batch_size": 2})
     with pytest.raises(InvalidRequest, match="nproc"):
         validate_sft({"base": "m", "dataset_path": "x", "nproc": 0})
+
+
+def _rank_processes(marker: str) -> list[int]:
+    """Live processes whose command line mentions ``marker`` (a job's rank spec directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_worker_kill_9_stops_the_ranks_and_the_retry_resumes(
+    db: Database, tmp_path: Path, tiny_registered: str, chat_data: Path
+) -> None:
+    import os
+    import signal
+    import time
+
+    from stratum.jobs import JobService, JobSubmit, Resources
+    from stratum.jobs.worker import Worker
+    from stratum.settings import Settings
+
+    settings = Settings(home=tmp_path / "home", database_url=db.url.render_as_string(hide_password=False))
+    jobs = JobService(db, jobs_dir=settings.jobs_dir)
+    capacity = Resources(cpu_threads=2, memory_mb=4096)
+    worker = Worker(db, settings, capacity=capacity, worker_id="w", poll_s=0.05)
+    config = {"base": tiny_registered, "dataset_path": str(chat_data), "max_steps": 300, "nproc": 2}
+    config |= {"checkpoint_every": 10, "output": "dp-resumed"}
+    resources = Resources(cpu_threads=2)
+    job = jobs.submit(JobSubmit(kind="sft", config=config, max_attempts=2, resources=resources))
+    marker = str(settings.jobs_dir / job.id / "ranks-attempt-1")
+    killed_at = None
+    deadline = time.monotonic() + 600
+    while jobs.get(job.id).status not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, jobs.logs(job.id).text[-3000:]
+        worker.tick()
+        step = jobs.get(job.id).progress.get("step", 0)
+        if killed_at is None and step >= 20:
+            os.kill(worker.running[job.id].execution.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+            killed_at = step
+            # The launcher's death reaches torchrun, which stops both ranks.
+            stop = time.monotonic() + 30
+            while _rank_processes(marker) and time.monotonic() < stop:
+                time.sleep(0.2)
+            assert _rank_processes(marker) == []
+        time.sleep(0.05)
+    done = jobs.get(job.id)
+    assert done.status == "succeeded" and done.attempts == 2, (done.error, jobs.logs(job.id).text[-3000:])
+    assert killed_at is not None and 10 <= done.metrics["resumed_from_step"] < 300
+    assert done.metrics["steps"] == 300
+    assert [v.ref for v in RegistryService(db).get_model("dp-resumed").versions] == [done.result["model"]]
+
+
+def test_dpo_on_two_processes_matches_one(
+    store: Database, tmp_path: Path, tiny_registered: str, preference_data: Path
+) -> None:
+    from stratum.training import dpo
+
+    # 5 pairs, micro-batch 4: the ranks hold 2 pairs each, weighted by pairs.
+    config = {"base": tiny_registered, "dataset_path": str(preference_data), "max_steps": 3, "batch_size": 4}
+    config |= {"learning_rate": 5e-3, "beta": 0.5, "register": False}
+    one = _context(tmp_path / "one", "dpo", config)
+    single = dpo.run(one)
+    two = _context(tmp_path / "two", "dpo", config | {"nproc": 2})
+    parallel = dpo.run(two)
+    assert _losses(two.workdir) == pytest.approx(_losses(one.workdir), rel=LOSS_RTOL)
+    a, b = _adapter(single), _adapter(parallel)
+    assert max(float((a[name] - b[name]).abs().max()) for name in a) < ATOL
