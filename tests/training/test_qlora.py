@@ -121,3 +121,18 @@ def test_qlora_without_bitsandbytes_names_the_extra(
     config = TrainConfig(base_path=str(tiny_dir), dataset_path="x.jsonl", method="qlora")
     with pytest.raises(InvalidRequest, match=r"pip install 'stratum\[qlora\]'"):
         parts.load_model(tiny_dir, config)
+
+
+def test_dpo_with_qlora_prefers_the_chosen_answers(
+    store: Database, tmp_path: Path, tiny_registered: str, preference_data: Path
+) -> None:
+    from stratum.training import dpo
+
+    # The reference is the 4-bit base with the adapter disabled: the first step starts at log 2.
+    config = {"base": tiny_registered, "dataset_path": str(preference_data), "method": "qlora"}
+    config |= {"max_steps": 10, "learning_rate": 5e-3, "batch_size": 5, "beta": 0.5, "register": False}
+    context = _context(tmp_path, "dpo", config)
+    dpo.run(context)
+    losses = _losses(context.workdir)
+    assert losses[0] == pytest.approx(0.6931, abs=1e-3)
+    assert context.metrics["final_loss"] < 0.6931 and context.metrics["reward_accuracy"] > 0.5
