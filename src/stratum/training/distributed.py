@@ -92,8 +92,8 @@ def gather(value: Any) -> list[Any]:
 
 
 def _die_with_parent() -> None:
-    """In the launcher's child: get SIGTERM when the job process dies (even by SIGKILL), so torchrun
-    stops its ranks instead of training on as orphans."""
+    """Get SIGTERM when the parent dies (even by SIGKILL): torchrun when the job's process dies, a
+    rank when torchrun dies, so no rank trains on as an orphan."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -134,7 +134,16 @@ def launch(context: JobContext, entry: str, nproc: int) -> dict[str, Any]:
     threads = max(1, context.resources.cpu_threads // nproc)
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "STRATUM_TRAIN_RANK_SPEC": str(directory / _SPEC)}
     context.log(f"data parallel: {nproc} processes (gloo), {threads} thread(s) each")
-    code = subprocess.run(command, env=env, check=False, preexec_fn=_die_with_parent).returncode
+    launcher = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
+    try:
+        code = launcher.wait()
+    except BaseException:  # cancelled (SIGTERM → SystemExit): let torchrun stop its ranks
+        launcher.terminate()
+        try:
+            launcher.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+        raise
     result_path = directory / _RESULT
     if code != 0 or not result_path.is_file():
         errors = sorted(directory.glob("error-rank-*.txt"))
@@ -165,6 +174,7 @@ def _rank_context(spec: dict[str, Any], rank_: int) -> JobContext:
 def main(argv: list[str]) -> int:
     spec_path = Path(argv[0])
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    _die_with_parent()  # a rank also stops if torchrun itself is killed
     dist.init_process_group("gloo")
     me = dist.get_rank()
     try:
