@@ -40,7 +40,11 @@ class TrainConfig(BaseModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$",
         description="Registry name for the result; default: <base name>-<kind>.",
     )
-    method: Literal["lora", "full"] = "lora"
+    method: Literal["lora", "full", "qlora"] = Field(
+        default="lora",
+        description="lora: LoRA on the fp32 base; qlora: LoRA on a 4-bit (nf4) base (bitsandbytes); "
+        "full: every weight.",
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings)
     max_steps: int | None = Field(default=None, ge=1, le=10_000_000, description="Optimizer steps.")
     epochs: float | None = Field(default=None, gt=0, le=1000, description="Or passes over the data.")
@@ -55,6 +59,12 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(default=10, ge=1, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(default=2, ge=1, le=1000)
     train_on_prompt: bool = Field(default=False, description="SFT: also learn the prompt tokens.")
+    nproc: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Data-parallel processes (torchrun, gloo); the job's cpu_threads are split between them.",
+    )
     register_output: bool = Field(
         default=True, alias="register", description="Register the result in the model registry."
     )
@@ -67,11 +77,13 @@ class TrainConfig(BaseModel):
             raise ValueError("give exactly one of dataset (a dataset ref) or dataset_path (a JSONL file)")
         if self.max_steps is not None and self.epochs is not None:
             raise ValueError("give max_steps or epochs, not both")
+        if self.batch_size < self.nproc:
+            raise ValueError(f"batch_size {self.batch_size} must be at least nproc {self.nproc}")
         return self
 
 
 class DPOConfig(TrainConfig):
-    method: Literal["lora"] = "lora"
+    method: Literal["lora", "qlora"] = "lora"  # type: ignore[assignment]
     learning_rate: float = Field(default=5e-5, gt=0, le=1)
     beta: float = Field(default=0.1, gt=0, le=10, description="Strength of the pull towards the reference.")
 

@@ -13,14 +13,15 @@ from typing import Any
 import torch
 
 from stratum.jobs import JobContext
-from stratum.registry.lineage import LineageService
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage import Database
+from stratum.training import distributed
 from stratum.training import model as parts
 from stratum.training.config import DPOConfig
 from stratum.training.data import PreferenceExample, preference_examples
 from stratum.training.loop import train
+from stratum.training.publish import publish
 from stratum.training.sft import loop_settings
 
 
@@ -47,7 +48,9 @@ def run(context: JobContext) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     config = DPOConfig(**context.config)
-    torch.set_num_threads(context.resources.cpu_threads)
+    if distributed.should_launch(config.nproc):
+        return distributed.launch(context, "stratum.training.dpo:run", config.nproc)
+    torch.set_num_threads(distributed.threads(context.resources.cpu_threads))
     settings = Settings()
     with Database(settings.resolved_database_url) as db:
         registry = RegistryService(db)
@@ -76,23 +79,18 @@ def run(context: JobContext) -> dict[str, Any]:
             settings=loop_settings(config, len(examples)),
             checkpoint_dir=context.workdir / "checkpoints",
         )
-        trainable = sum(p.numel() for _, p in named)
-        total = sum(p.numel() for p in model.parameters())
-        context.metrics.update(parts.job_metrics(loop, trainable=trainable, total=total))
         window = accuracy[-10:]
-        context.metrics["reward_accuracy"] = sum(window) / len(window) if window else None
-        merge = config.register_output and base_ref is None
-        paths = parts.save_outputs(context, model, tokenizer, config, merge=merge)
-        if not config.register_output:
-            return paths
-        return parts.register(
+        return publish(
             context,
+            db,
             registry,
-            LineageService(db),
             config=config,
+            model=model,
+            tokenizer=tokenizer,
+            named=named,
+            loop=loop,
             base_dir=base_dir,
             base_ref=base_ref,
             dataset_ref=dataset_ref,
-            paths=paths,
-            metrics=context.metrics,
+            extra_metrics={"reward_accuracy": sum(window) / len(window) if window else None},
         )

@@ -11,6 +11,11 @@ depends on is either a pure function of (seed, step) or saved in the checkpoint:
 - trainable weights, AdamW state and torch's RNG state (dropout) are in the checkpoint;
 - the thread count is fixed by the job's resource request, so CPU reductions run in the same order.
 
+With ``nproc: N`` (``training.distributed``) each rank takes a slice of every micro-batch, scales
+its loss by the slice's share of the micro-batch (``weight_of``) and the gradients are summed over
+the ranks before the optimizer step: the update of one process with the same global batch. Only
+rank 0 writes checkpoints (with every rank's RNG state); every rank resumes from them.
+
 A checkpoint is written to a temporary directory and renamed into place, so a kill during the save
 leaves the previous checkpoint intact.
 """
@@ -31,6 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stratum.jobs import JobContext
+from stratum.training import distributed
 
 _CHECKPOINT_PREFIX = "step-"
 _LOSS_WINDOW = 10  # steps averaged into the reported train loss
@@ -109,6 +115,22 @@ def checkpoints(directory: Path) -> list[tuple[int, Path]]:
 
 
 StepLoss = Callable[[Sequence[Any]], tuple[torch.Tensor, int]]
+Weight = Callable[[Sequence[Any]], float]
+
+
+def _all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
+    """Sum the gradients over the ranks, as one flat buffer."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params if p.grad is not None])
+    distributed.all_reduce_sum(flat)
+    offset = 0
+    for p in params:
+        assert p.grad is not None
+        n = p.grad.numel()
+        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+        offset += n
 
 
 def train(
@@ -119,8 +141,16 @@ def train(
     loss_of: StepLoss,
     settings: LoopSettings,
     checkpoint_dir: Path,
+    weight_of: Weight | None = None,
 ) -> LoopResult:
-    """Run (or resume) the loop; ``loss_of(examples)`` returns (mean loss, tokens processed)."""
+    """Run (or resume) the loop; ``loss_of(examples)`` returns (mean loss, tokens processed).
+
+    ``weight_of(examples)`` is what the mean in ``loss_of`` is over (label tokens, pairs; default:
+    examples): in a data-parallel run it weights each rank's slice of a micro-batch."""
+    world, me = distributed.world_size(), distributed.rank()
+    if world > 1 and settings.batch_size < world:
+        raise ValueError(f"batch_size {settings.batch_size} is smaller than the {world} processes")
+    weigh: Weight = weight_of or (lambda batch: float(len(batch)))
     params = [p for _, p in named_params]
     optimizer = torch.optim.AdamW(
         params, lr=settings.learning_rate, weight_decay=settings.weight_decay, foreach=False
@@ -132,7 +162,9 @@ def train(
         step, path = saved[-1]
         _load(path, named_params, optimizer, result)
         result.resumed_from = step
-        context.log(f"resumed from checkpoint {path.name}")
+        if distributed.is_main():
+            context.log(f"resumed from checkpoint {path.name}")
+    distributed.barrier()
     started = time.monotonic()
     tokens_this_attempt = 0
     micro = settings.batch_size
@@ -144,10 +176,18 @@ def train(
         for accum in range(settings.grad_accum):
             first = (step * settings.grad_accum + accum) * micro
             batch = [examples[i] for i in order.indices(first, micro)]
+            if world > 1:
+                whole, batch = batch, batch[me::world]
+                share = weigh(batch) / max(weigh(whole), 1e-12)
             loss, tokens = loss_of(batch)
+            if world > 1:
+                loss = loss * share
             (loss / settings.grad_accum).backward()
             step_loss += float(loss.detach()) / settings.grad_accum
             tokens_this_attempt += tokens
+        if world > 1:
+            _all_reduce_grads(params)
+            step_loss = float(distributed.all_reduce_sum(torch.tensor([step_loss], dtype=torch.float64))[0])
         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         optimizer.step()
         result.losses.append(step_loss)
@@ -158,10 +198,12 @@ def train(
             done, settings.total_steps, loss=round(step_loss, 6), tokens_per_s=rate and round(rate, 1)
         )
         if done % settings.checkpoint_every == 0 or done == settings.total_steps:
-            _save(checkpoint_dir, done, named_params, optimizer, result, settings.keep_checkpoints)
-            context.log(f"step {done}/{settings.total_steps} loss {step_loss:.4f} checkpoint saved")
+            rng = distributed.gather(torch.get_rng_state())
+            if distributed.is_main():
+                _save(checkpoint_dir, done, named_params, optimizer, result, settings.keep_checkpoints, rng)
+                context.log(f"step {done}/{settings.total_steps} loss {step_loss:.4f} checkpoint saved")
     result.seconds = time.monotonic() - started
-    result.tokens = tokens_this_attempt
+    result.tokens = int(distributed.all_reduce_sum(torch.tensor([tokens_this_attempt], dtype=torch.long))[0])
     return result
 
 
@@ -172,13 +214,16 @@ def _save(
     optimizer: torch.optim.Optimizer,
     result: LoopResult,
     keep: int,
+    rng: list[torch.Tensor],
 ) -> None:
     final = directory / f"{_CHECKPOINT_PREFIX}{step:08d}"
     tmp = directory / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({name: p.detach().contiguous() for name, p in named_params}, str(tmp / "weights.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, tmp / "trainer.pt")
+    # One RNG state per rank (dropout differs per rank); "rng" is rank 0's, as a single process saves.
+    state = {"optimizer": optimizer.state_dict(), "rng": rng[0], "rng_ranks": rng}
+    torch.save(state, tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, "losses": result.losses}), encoding="utf-8")
     _fsync_dir(tmp)
     shutil.rmtree(final, ignore_errors=True)
@@ -199,7 +244,9 @@ def _load(
             param.copy_(weights[name])
     trainer = torch.load(path / "trainer.pt", weights_only=True)
     optimizer.load_state_dict(trainer["optimizer"])
-    torch.set_rng_state(trainer["rng"])
+    ranks = trainer.get("rng_ranks") or [trainer["rng"]]
+    me = distributed.rank()
+    torch.set_rng_state(ranks[me] if len(ranks) == distributed.world_size() else trainer["rng"])
     result.losses = json.loads((path / "state.json").read_text(encoding="utf-8"))["losses"]
 
 

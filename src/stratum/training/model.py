@@ -21,6 +21,18 @@ from stratum.training.config import TrainConfig
 from stratum.training.data import read_jsonl
 
 TRAIN_HINT = "pip install 'stratum[train]'"
+QLORA_HINT = "pip install 'stratum[qlora]'"
+ADAPTER_METHODS = ("lora", "qlora")
+
+
+def require_bitsandbytes() -> Any:
+    try:
+        return importlib.import_module("bitsandbytes")
+    except ImportError as exc:
+        raise InvalidRequest(
+            f"method qlora needs bitsandbytes (4-bit base weights); install it with: {QLORA_HINT}",
+            param="method",
+        ) from exc
 
 
 def require_peft() -> Any:
@@ -80,14 +92,19 @@ def load_rows(
 def load_model(
     directory: Path, config: TrainConfig
 ) -> tuple[torch.nn.Module, list[tuple[str, torch.nn.Parameter]]]:
-    """The base in fp32 with LoRA adapters (or all weights trainable for ``method: full``).
+    """The base in fp32 with LoRA adapters (or all weights trainable for ``method: full``); for
+    ``method: qlora`` the base's linear layers are stored in 4 bits (nf4, bitsandbytes, which runs
+    on CPU) and computed in fp32, the LoRA weights stay fp32.
 
     Seeded first: the LoRA A matrices are initialised from torch's RNG."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(config.seed)
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
-    if config.method == "lora":
+    if config.method == "qlora":
+        model = _load_4bit(directory)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    if config.method in ADAPTER_METHODS:
         peft = require_peft()
         lora = peft.LoraConfig(
             r=config.lora.r,
@@ -103,6 +120,33 @@ def load_model(
     model.train()
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     return model, named
+
+
+def _load_4bit(directory: Path) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    require_bitsandbytes()
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.float32,
+        bnb_4bit_use_double_quant=False,
+    )
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            directory, dtype=torch.float32, quantization_config=quantization, device_map="cpu"
+        )
+    except (ImportError, RuntimeError, ValueError) as exc:
+        message = f"cannot load {directory.name} in 4 bits for qlora: {exc}"
+        raise InvalidRequest(message, param="method") from None
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """Weights in the model; a 4-bit weight packs two values per stored byte."""
+    total = 0
+    for p in model.parameters():
+        total += p.numel() * 2 if type(p).__name__ == "Params4bit" else p.numel()
+    return total
 
 
 def pad(rows: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,21 +174,37 @@ def pad_id(tokenizer: Any) -> int:
 
 
 def save_outputs(
-    context: JobContext, model: torch.nn.Module, tokenizer: Any, config: TrainConfig, *, merge: bool
+    context: JobContext,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    config: TrainConfig,
+    *,
+    merge: bool,
+    base_dir: Path,
 ) -> dict[str, str]:
     """Write the adapter (LoRA) or the whole model; ``merge`` also writes the LoRA merged into the
-    base (for a base given by path, which the registry cannot link an adapter to)."""
+    base (for a base given by path, which the registry cannot link an adapter to).
+
+    A QLoRA adapter is merged into the fp32 base read again from ``base_dir``, not into the 4-bit
+    copy it was trained on: the result is a plain fp32 model any engine serves, and it is what
+    serving the adapter on the fp32 base computes."""
     out = context.workdir / "output"
     paths: dict[str, str] = {}
-    if config.method == "lora":
+    if config.method in ADAPTER_METHODS:
         adapter = out / "adapter"
         model.save_pretrained(adapter, safe_serialization=True)
         tokenizer.save_pretrained(adapter)
         paths["adapter_path"] = str(adapter)
         if not merge:
             return paths
+        if config.method == "qlora":
+            from transformers import AutoModelForCausalLM
+
+            peft = require_peft()
+            fp32 = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+            model = peft.PeftModel.from_pretrained(fp32, adapter)
         model = model.merge_and_unload()  # type: ignore[operator]
-    merged = out / ("merged" if config.method == "lora" else "model")
+    merged = out / ("merged" if config.method in ADAPTER_METHODS else "model")
     model.save_pretrained(merged, safe_serialization=True)
     tokenizer.save_pretrained(merged)
     paths["model_path"] = str(merged)
@@ -179,7 +239,7 @@ def register(
     }
     description = f"{context.kind} of {base_ref or base_dir.name} (job {context.job_id})"
     actor = f"job:{context.job_id}"
-    if config.method == "lora" and base_ref is not None:
+    if config.method in ADAPTER_METHODS and base_ref is not None:
         # An adapter version linked to the exact base version it was trained on.
         version = registry.add_model(
             name=name,

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from stratum.jobs import JobContext
-from stratum.registry.lineage import LineageService
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage import Database
+from stratum.training import distributed
 from stratum.training import model as parts
 from stratum.training.config import TrainConfig
 from stratum.training.data import IGNORE, SFTExample, sft_examples
 from stratum.training.loop import LoopSettings, steps_for, train
+from stratum.training.publish import publish
 
 
 def loop_settings(config: TrainConfig, examples: int) -> LoopSettings:
@@ -38,11 +40,18 @@ def loop_settings(config: TrainConfig, examples: int) -> LoopSettings:
     )
 
 
+def label_tokens(batch: Sequence[SFTExample]) -> float:
+    """What the SFT loss is a mean over: the tokens it learns (each example's first is never one)."""
+    return float(sum(sum(1 for label in e.labels[1:] if label != IGNORE) for e in batch))
+
+
 def run(context: JobContext) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     config = TrainConfig(**context.config)
-    torch.set_num_threads(context.resources.cpu_threads)
+    if distributed.should_launch(config.nproc):
+        return distributed.launch(context, "stratum.training.sft:run", config.nproc)
+    torch.set_num_threads(distributed.threads(context.resources.cpu_threads))
     settings = Settings()
     with Database(settings.resolved_database_url) as db:
         registry = RegistryService(db)
@@ -64,10 +73,12 @@ def run(context: JobContext) -> dict[str, Any]:
             ids, mask = parts.pad([e.input_ids for e in batch], padding)
             labels, _ = parts.pad([e.labels for e in batch], IGNORE)
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=IGNORE
+            targets = labels[:, 1:].reshape(-1)
+            summed = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), targets, ignore_index=IGNORE, reduction="sum"
             )
-            return loss, int(mask.sum())
+            # Mean over the label tokens (a slice of a data-parallel batch may have none).
+            return summed / max(int((targets != IGNORE).sum()), 1), int(mask.sum())
 
         loop = train(
             context,
@@ -76,22 +87,18 @@ def run(context: JobContext) -> dict[str, Any]:
             loss_of=loss_of,
             settings=loop_settings(config, len(examples)),
             checkpoint_dir=context.workdir / "checkpoints",
+            weight_of=label_tokens,
         )
-        trainable = sum(p.numel() for _, p in named)
-        total = sum(p.numel() for p in model.parameters())
-        context.metrics.update(parts.job_metrics(loop, trainable=trainable, total=total))
-        merge = config.register_output and base_ref is None
-        paths = parts.save_outputs(context, model, tokenizer, config, merge=merge)
-        if not config.register_output:
-            return paths
-        return parts.register(
+        return publish(
             context,
+            db,
             registry,
-            LineageService(db),
             config=config,
+            model=model,
+            tokenizer=tokenizer,
+            named=named,
+            loop=loop,
             base_dir=base_dir,
             base_ref=base_ref,
             dataset_ref=dataset_ref,
-            paths=paths,
-            metrics=context.metrics,
         )
