@@ -71,10 +71,13 @@ class ModelPool:
         return version
 
     async def text_engine(self, ref: str) -> tuple[ModelVersionPublic, TextEngine]:
-        version = await self.resolve(ref)
+        return await self.text_engine_of(await self.resolve(ref))
+
+    async def text_engine_of(self, version: ModelVersionPublic) -> tuple[ModelVersionPublic, TextEngine]:
+        """The engine of an already resolved version (``resolve``)."""
         if version.kind != "chat":
             raise InvalidRequest(
-                f"model '{ref}' is an embedding model; use /v1/embeddings",
+                f"model '{version.ref}' is an embedding model; use /v1/embeddings",
                 param="model",
                 code="wrong_model_kind",
             )

@@ -69,10 +69,6 @@ async def create_chat_completion(
             return rag.direct_response(body, {"x-request-id": context.request_id})
         # A deployment (canary / A-B) picks the version; otherwise the name goes to its route as is.
         target, deployment = choose_version(state, context, rag.model if rag else body.model, user=body.user)
-        if deployment is None:
-            # Errors name the version too (a name served by a route need not be a registry model).
-            with contextlib.suppress(StratumError):
-                context.model_version = (await state.pool.resolve(target)).ref
         if deployment is not None:
             # Recorded before anything loads: a candidate that cannot even load counts as failing.
             recorder.on_done = served_hook(

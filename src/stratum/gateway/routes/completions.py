@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter
@@ -45,10 +44,6 @@ async def create_completion(
         prompts = await guarded.prompts(_prompts(body))
         # A deployment (canary / A-B) picks the version; otherwise the name goes to its route as is.
         target, deployment = choose_version(state, context, body.model, user=getattr(body, "user", None))
-        if deployment is None:
-            # Errors name the version too (a name served by a route need not be a registry model).
-            with contextlib.suppress(StratumError):
-                context.model_version = (await state.pool.resolve(target)).ref
         if deployment is not None:
             recorder.on_done = served_hook(
                 state, context, model=body.model, version_ref=target, deployment=deployment
