@@ -59,7 +59,7 @@ async def test_serve_version_runs_an_adapter_on_its_base_and_checks_the_base_fil
     assert refused.value.code == "adapter_base_mismatch"
 
 
-def test_build_engine_refuses_cold_and_missing_artifacts(db: Database, tmp_path: Path) -> None:
+def test_build_engine_refuses_cold_onnx_and_missing_artifacts(db: Database, tmp_path: Path) -> None:
     registry = RegistryService(db)
     directory = tmp_path / "m"
     directory.mkdir()
@@ -69,6 +69,10 @@ def test_build_engine_refuses_cold_and_missing_artifacts(db: Database, tmp_path:
     with pytest.raises(InvalidRequest, match="stratum models move") as refused:
         build_engine(cold, Settings(home=tmp_path))
     assert refused.value.code == "model_in_cold_tier"
+    (directory / "model.onnx").write_bytes(b"onnx graph")  # an ONNX export: no PyTorch weights
+    with pytest.raises(InvalidRequest, match="ONNX export") as onnx:
+        build_engine(version, Settings(home=tmp_path))
+    assert onnx.value.code == "unsupported_model_format"
     with pytest.raises(InvalidRequest, match="no artifact"):
         build_engine(version.model_copy(update={"artifact_uri": None}), Settings(home=tmp_path))
 

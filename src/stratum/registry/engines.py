@@ -61,16 +61,31 @@ def build_engine(
             param="model",
             code="model_in_cold_tier",
         )
+    directory = Path(version.artifact_uri)
+    if _onnx_only(directory):
+        raise InvalidRequest(
+            f"model version {version.ref} is an ONNX export; the embedded engine serves PyTorch "
+            "weights (safetensors). Serve its parent, or run the export with ONNX Runtime.",
+            param="model",
+            code="unsupported_model_format",
+        )
     from stratum.engine.local import LocalEngine
 
     return LocalEngine(
-        Path(version.artifact_uri),
+        directory,
         max_batch=settings.max_batch,
         max_queue=settings.max_queue,
         dtype=settings.dtype,
         prefill_chunk=settings.prefill_chunk,
         max_kv_tokens=settings.max_kv_tokens,
     )
+
+
+def _onnx_only(directory: Path) -> bool:
+    """An ONNX graph without PyTorch weights beside it (``stratum compress onnx``)."""
+    if not (directory / "model.onnx").is_file():
+        return False
+    return not any(directory.glob("*.safetensors")) and not any(directory.glob("*.bin"))
 
 
 def verify_base_files(base: ModelVersionPublic) -> None:
