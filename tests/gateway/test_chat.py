@@ -125,3 +125,10 @@ def test_unknown_route_is_openai_shaped_404(gateway: Gateway) -> None:
     response = gateway.client.get("/v1/nothing", headers=gateway.headers)
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "not_found_error"
+
+
+def test_errors_name_the_version_the_plain_name_resolved_to(gateway: Gateway) -> None:
+    # Raised while dispatch loads the engine, after the name resolved: the error names the version.
+    wrong_kind = _chat(gateway, model="fake-embed")
+    assert wrong_kind.headers["x-stratum-model-version"] == "fake-embed@1"
+    assert "x-stratum-model-version" not in _chat(gateway, model="nope").headers

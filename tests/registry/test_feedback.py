@@ -14,12 +14,17 @@ from stratum.storage import Database, utcnow
 
 
 def _served(
-    log: ResponseLog, response_id: str, *, version: str = "bot@2", project: str | None = "p1"
+    log: ResponseLog,
+    response_id: str,
+    *,
+    version: str = "bot@2",
+    project: str | None = "p1",
+    model: str = "bot",
 ) -> None:
     log.remember(
         ServedResponse(
             request_id=f"req-{response_id}",
-            model="bot",
+            model=model,
             version_ref=version,
             status=200,
             latency_ms=12.5,
@@ -160,3 +165,25 @@ def test_a_refused_row_does_not_block_the_log(db: Database) -> None:
     _served(log, "fine")
     assert log.flush() == 1 and log.dropped == 1 and log.pending() == 0
     assert ResponseLog(db).lookup("fine") is not None
+
+
+def test_feedback_of_a_model_includes_requests_by_alias_or_version(db: Database) -> None:
+    """``model_ref=NAME`` means every version of NAME, whatever name the client sent (the eval
+    schedule's backflow asks for the feedback on ``bot`` after users called ``bot:prod``)."""
+    log = ResponseLog(db)
+    service = FeedbackService(db, log)
+    sent = [
+        ("bot:prod", "bot@2"),
+        ("bot@1", "bot@1"),
+        ("客服路由", "bot@2"),
+        ("bot_v2", "bot_v2@1"),
+        ("botx", "botx@1"),
+    ]
+    for i, (model, version) in enumerate(sent):
+        _served(log, f"r{i}", version=version, model=model)
+        service.submit(
+            response_id=f"r{i}", thumbs="down", project_id="p1", feedback_id=f"fb-{i}", correction="应答"
+        )
+    assert [f.id for f in service.list_feedback(model_ref="bot")] == ["fb-0", "fb-1", "fb-2"]
+    assert [f.model for f in service.list_feedback(model_ref="bot@2")] == ["bot:prod", "客服路由"]
+    assert [f.id for f in service.list_feedback(model_ref="bot_v2")] == ["fb-3"]  # '_' is no wildcard

@@ -139,6 +139,7 @@ def test_distilling_a_pruned_student_keeps_its_zeros(parent: Path, tmp_path: Pat
 def test_onnx_export_matches_pytorch(parent: Path, tmp_path: Path) -> None:
     worst = export_onnx(parent, tmp_path / "onnx", samples=TEXTS[:2])
     assert (tmp_path / "onnx" / ONNX_FILE).is_file()
+    assert (tmp_path / "onnx" / "config.json").is_file()  # the registry needs it
     assert worst < 1e-3
 
 

@@ -58,13 +58,16 @@ def _run(
     produce: Any,
     measured: bool = True,
 ) -> Any:
+    from stratum.registry.lineage import LineageService
     from stratum.registry.service import RegistryService
     from stratum.settings import Settings
     from stratum.training.compression.service import CompressionService
 
     held_out = load_texts(texts)
     with open_database() as db:
-        service = CompressionService(RegistryService(db), Settings().artifacts_dir)
+        service = CompressionService(
+            RegistryService(db), Settings().artifacts_dir, lineage=LineageService(db)
+        )
         try:
             return service.run(
                 parent_ref=model,

@@ -101,17 +101,13 @@ def _run(version: Any, suite: Any, *, metrics: list[str] | None, max_tokens: int
 async def _generate(version: Any, suite: Any, *, metrics: list[str] | None, max_tokens: int) -> Any:
     """The version served as the gateway would (an adapter on its base engine, an upstream, …)."""
     from stratum.evals.runner import run_suite
-    from stratum.gateway.pool import ModelPool, default_factory
+    from stratum.registry.engines import serve_version
     from stratum.registry.service import RegistryService
     from stratum.settings import Settings
 
     with open_database() as db:
-        pool = ModelPool(RegistryService(db), default_factory(Settings()))
-        try:
-            _, engine = await pool.text_engine(version.ref)
+        async with serve_version(RegistryService(db), version, Settings()) as engine:
             return await run_suite(engine, suite, metrics=metrics, max_tokens=max_tokens)
-        finally:
-            await pool.close()
 
 
 @app.command("judge")

@@ -324,14 +324,7 @@ class DatasetService:
             with self._db.session() as session:
                 advisory_lock(session, f"data.dataset:{project}:{name}")
                 project_id = self._project_id(session, project)
-                dataset = session.scalars(
-                    select(DatasetRow).where(
-                        DatasetRow.name == name,
-                        DatasetRow.project_id.is_(None)
-                        if project_id is None
-                        else DatasetRow.project_id == project_id,
-                    )
-                ).one_or_none()
+                dataset = _find_dataset(session, name, project_id)
                 if dataset is None:
                     dataset = DatasetRow(
                         project_id=project_id,
@@ -409,15 +402,7 @@ class DatasetService:
         return row.id
 
     def _dataset_row(self, session: Session, name: str, *, project: str | None) -> DatasetRow:
-        project_id = self._project_id(session, project)
-        row = session.scalars(
-            select(DatasetRow).where(
-                DatasetRow.name == name,
-                DatasetRow.project_id.is_(None)
-                if project_id is None
-                else DatasetRow.project_id == project_id,
-            )
-        ).one_or_none()
+        row = _find_dataset(session, name, self._project_id(session, project))
         if row is None:
             where = f" in project {project}" if project else ""
             raise NotFound(f"No dataset named {name!r}{where}.", param="dataset", code="dataset_not_found")
@@ -571,3 +556,9 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def summary_text(row: dict[str, Any], fmt: str) -> str:
     return row_text(row, fmt)[:_EXAMPLE_CHARS]
+
+
+def _find_dataset(session: Session, name: str, project_id: str | None) -> DatasetRow | None:
+    """The dataset ``name`` of a project (``project_id`` None: the platform's own datasets)."""
+    owner = DatasetRow.project_id.is_(None) if project_id is None else DatasetRow.project_id == project_id
+    return session.scalars(select(DatasetRow).where(DatasetRow.name == name, owner)).one_or_none()

@@ -73,9 +73,9 @@ def evaluate(
     on_progress: Any = None,
 ) -> Any:
     """Resolve ``model`` now, answer ``suite`` with it, store and return the run (an ``EvalRun``)."""
-    from stratum.evals.engines import serve_version
     from stratum.evals.runner import run_suite
     from stratum.evals.service import EvalService
+    from stratum.registry.engines import serve_version
     from stratum.registry.service import RegistryService
 
     registry = RegistryService(db)

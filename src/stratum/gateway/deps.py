@@ -21,6 +21,7 @@ from fastapi import Depends, Request
 from stratum.errors import AuthenticationError, NotFound, PolicyDenied, StratumError
 from stratum.gateway.state import AppState
 from stratum.governance.policy import Check
+from stratum.governance.schemas import ProjectPublic
 from stratum.governance.service import Principal
 
 
@@ -78,6 +79,17 @@ class RequestContext:
             if await anyio.to_thread.run_sync(self.state.policies.uses_tags):
                 tags = await anyio.to_thread.run_sync(_model_tags, self.state, model)
         return Check(action=action, model=model, model_tags=tags, ip=self.ip, **tenant)
+
+    async def project(self, org: str, project: str, action: str) -> ProjectPublic:
+        """The project ``org/project`` once the policy allowed ``action`` on it (a tenant key gets
+        the same 403 for a missing project as for another tenant's)."""
+        assert self.state is not None
+        try:
+            found = await anyio.to_thread.run_sync(self.state.tenancy.get_project, f"{org}/{project}")
+        except NotFound as error:
+            raise self.denied_unless_admin(error) from None
+        await self.authorize(action, org_id=found.org_id, project_id=found.id)
+        return found
 
     def denied_unless_admin(self, error: NotFound) -> StratumError:
         """What a tenant key gets for a name that does not exist: the same 403 as for another

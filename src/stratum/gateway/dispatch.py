@@ -100,6 +100,7 @@ class _Attempts:
     def __init__(
         self,
         state: AppState,
+        context: RequestContext,
         meter: Meter,
         requests: list[GenerationRequest],
         *,
@@ -107,7 +108,8 @@ class _Attempts:
         timeout_s: float,
         prompt_of: list[int] | None = None,
     ) -> None:
-        self.state, self.meter, self.requests, self.model = state, meter, requests, model
+        self.state, self.context, self.meter = state, context, meter
+        self.requests, self.model = requests, model
         self.timeout_s, self.prompt_of = timeout_s, prompt_of
         self.admitted: Generation | None = None
         self.errors: list[tuple[str, StratumError]] = []
@@ -172,6 +174,7 @@ async def dispatch(
     route = plan.route
     attempts = _Attempts(
         state,
+        context,
         meter,
         requests,
         model=model,
@@ -222,7 +225,11 @@ async def _backends(
     versions: dict[str, ModelVersionPublic] = {}
 
     async def engine_of(ref: str) -> tuple[str, TextEngine]:
-        version, engine = await state.pool.text_engine(ref)
+        version = await state.pool.resolve(ref)
+        if attempts.context.model_version is None:
+            # Errors name the version the request resolved to (a deployment has set its own).
+            attempts.context.model_version = version.ref
+        version, engine = await state.pool.text_engine_of(version)
         versions[version.ref] = version
         return version.ref, engine
 

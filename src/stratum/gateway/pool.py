@@ -9,23 +9,21 @@ the base and all its adapters share one copy of the weights and one continuous b
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Collection
-from dataclasses import replace
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import httpx
 
-from stratum.engine.base import Encoder, GenerationChunk, GenerationRequest, ModelInfo, TextEngine
-from stratum.engine.local import LocalEngine
-from stratum.engine.upstream import UpstreamEngine
-from stratum.errors import Conflict, EngineError, InvalidRequest, Overloaded, StratumError
+from stratum.engine.base import Encoder, TextEngine
+from stratum.errors import EngineError, InvalidRequest, Overloaded, StratumError
 from stratum.gateway.metrics import Metrics
 from stratum.gateway.model_cache import CacheEntry, CacheLedger
 from stratum.gateway.ttl import TTLCache
-from stratum.registry.checksum import directory_checksum
+from stratum.registry.engines import AdapterEngine, build_engine, verify_base_files
 from stratum.registry.schemas import ModelVersionPublic
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
@@ -37,70 +35,7 @@ EngineFactory = Callable[[ModelVersionPublic], TextEngine | Encoder]
 
 def default_factory(settings: Settings, *, http: httpx.AsyncClient | None = None) -> EngineFactory:
     """``http``: the shared upstream connection pool (``engine.upstream.shared_client``)."""
-
-    def build(version: ModelVersionPublic) -> TextEngine | Encoder:
-        if version.kind == "embedding":
-            from stratum.engine.embeddings import BUILTIN_ENCODER_SOURCE, load_encoder
-
-            return load_encoder(version.artifact_uri or BUILTIN_ENCODER_SOURCE)
-        if version.source == "upstream":
-            assert version.upstream_url is not None
-            return UpstreamEngine(
-                version.upstream_url,
-                model=version.upstream_model or version.name,
-                api_key_env=version.api_key_env,
-                timeout=settings.upstream_timeout,
-                client=http,
-                retries=settings.upstream_retries,
-                backoff_s=settings.upstream_backoff,
-            )
-        if version.artifact_uri is None:
-            raise InvalidRequest(f"model version {version.ref} has no artifact to load")
-        if "://" in version.artifact_uri:
-            raise InvalidRequest(
-                f"model version {version.ref} is in the cold artifact tier ({version.artifact_uri}); "
-                f"bring it back with: stratum models move {version.ref} --tier hot",
-                param="model",
-                code="model_in_cold_tier",
-            )
-        return LocalEngine(
-            Path(version.artifact_uri),
-            max_batch=settings.max_batch,
-            max_queue=settings.max_queue,
-            dtype=settings.dtype,
-            prefill_chunk=settings.prefill_chunk,
-            max_kv_tokens=settings.max_kv_tokens,
-            prefix_cache_tokens=settings.prefix_cache_tokens if settings.prefix_cache else 0,
-        )
-
-    return build
-
-
-class AdapterEngine:
-    """A LoRA adapter as a ``TextEngine``: the shared base engine, each request tagged with the adapter."""
-
-    def __init__(self, base: Any, adapter: str) -> None:
-        self.base = base
-        self.adapter = adapter
-        self.info: ModelInfo = base.info  # the base is started: its info is final
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None  # the adapter belongs to the base engine; the pool unloads it there
-
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        return cast(
-            AsyncIterator[GenerationChunk], self.base.generate(replace(request, adapter=self.adapter))
-        )
-
-    def count_prompt_tokens(self, request: GenerationRequest) -> int | None:
-        return cast(int | None, self.base.count_prompt_tokens(request))
-
-    @property
-    def queue_depth(self) -> int:
-        return int(self.base.queue_depth)
+    return functools.partial(build_engine, settings=settings, http=http)
 
 
 class ModelPool:
@@ -136,10 +71,13 @@ class ModelPool:
         return version
 
     async def text_engine(self, ref: str) -> tuple[ModelVersionPublic, TextEngine]:
-        version = await self.resolve(ref)
+        return await self.text_engine_of(await self.resolve(ref))
+
+    async def text_engine_of(self, version: ModelVersionPublic) -> tuple[ModelVersionPublic, TextEngine]:
+        """The engine of an already resolved version (``resolve``)."""
         if version.kind != "chat":
             raise InvalidRequest(
-                f"model '{ref}' is an embedding model; use /v1/embeddings",
+                f"model '{version.ref}' is an embedding model; use /v1/embeddings",
                 param="model",
                 code="wrong_model_kind",
             )
@@ -222,18 +160,9 @@ class ModelPool:
         return AdapterEngine(engine, key)
 
     async def _verify_base(self, base: ModelVersionPublic, base_key: str) -> None:
-        """The base's files on disk must still be the ones registered (and the adapter trained on)."""
-        if base_key in self._verified or base.artifact_uri is None:
+        if base_key in self._verified:
             return
-        actual = await anyio.to_thread.run_sync(directory_checksum, Path(base.artifact_uri))
-        if actual != base.checksum:
-            raise Conflict(
-                f"The files of '{base.ref}' at {base.artifact_uri} changed since it was registered "
-                f"(checksum {actual[:12]}…, registered {str(base.checksum)[:12]}…); refusing to serve "
-                "adapters on them. Register the new weights as a new version.",
-                param="model",
-                code="adapter_base_mismatch",
-            )
+        await anyio.to_thread.run_sync(verify_base_files, base)
         self._verified.add(base_key)
 
     # -- the cache -----------------------------------------------------------------------------

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from stratum.engine.base import TextEngine
 from stratum.gateway.deps import RequestContext
-from stratum.gateway.routes.streaming import Recorder
+from stratum.gateway.dispatch import Dispatched
+from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder
 from stratum.gateway.state import AppState
 from stratum.registry.responses import ServedResponse
 from stratum.registry.schemas import ModelVersionPublic
@@ -81,3 +82,27 @@ def as_failure(hook: Callable[[int, float, str | None], None]) -> Callable[[int,
         hook(502 if status < 400 else status, seconds, None)
 
     return remember
+
+
+def answered(
+    state: AppState,
+    context: RequestContext,
+    recorder: Recorder,
+    answer: Dispatched,
+    *,
+    model: str,
+    deployment: str | None,
+) -> dict[str, str]:
+    """Record which version answered a dispatched request; returns the response headers saying so.
+
+    A deployed version that a fallback link replaced counts as failing; without a deployment,
+    feedback on the response id is attributed to the version that produced it.
+    """
+    if deployment is not None and answer.link != "none" and recorder.on_done is not None:
+        recorder.on_done = as_failure(recorder.on_done)
+    if deployment is None and answer.version is not None:
+        recorder.on_done = served_hook(
+            state, context, model=model, version_ref=answer.version.ref, deployment=None
+        )
+    served = answer.version.ref if answer.version else answer.link
+    return {VERSION_HEADER: served, "x-request-id": context.request_id, **answer.headers()}

@@ -281,7 +281,8 @@ def _filtered(
         if isinstance(version, int):
             query = query.where(FeedbackRow.version_ref == f"{name}@{version}")
         elif version is None:
-            query = query.where(FeedbackRow.model == name)
+            # Every version of NAME, whatever the client asked for (NAME, NAME:prod, a route).
+            query = query.where(FeedbackRow.version_ref.startswith(f"{name}@", autoescape=True))
         else:
             raise InvalidRequest("model_ref is NAME or NAME@VERSION, not an alias.", param="model_ref")
     if since is not None:

@@ -45,17 +45,6 @@ async def _org(context: RequestContext, state: AppState, org: str, action: str) 
     return found
 
 
-async def _project(
-    context: RequestContext, state: AppState, org: str, project: str, action: str
-) -> ProjectPublic:
-    try:
-        found = await anyio.to_thread.run_sync(state.tenancy.get_project, f"{org}/{project}")
-    except NotFound as error:
-        raise context.denied_unless_admin(error) from None
-    await context.authorize(action, org_id=found.org_id, project_id=found.id)
-    return found
-
-
 @router.get("/orgs", response_model=list[OrgPublic])
 async def list_orgs(context: ContextDep, state: StateDep) -> list[OrgPublic]:
     """Organisations: all for a platform admin, one's own for an org admin."""
@@ -99,7 +88,7 @@ async def create_project(
 
 @router.get("/orgs/{org}/projects/{project}", response_model=ProjectPublic)
 async def get_project(org: str, project: str, context: ContextDep, state: StateDep) -> ProjectPublic:
-    return await _project(context, state, org, project, "projects.read")
+    return await context.project(org, project, "projects.read")
 
 
 @router.patch("/orgs/{org}/projects/{project}", response_model=ProjectPublic)
@@ -107,7 +96,7 @@ async def update_project(
     org: str, project: str, update: LimitsUpdate, context: ContextDep, state: StateDep
 ) -> ProjectPublic:
     """Change a project's limits; the gateway applies them from the next request."""
-    found = await _project(context, state, org, project, "projects.write")
+    found = await context.project(org, project, "projects.write")
     return await anyio.to_thread.run_sync(
         lambda: state.tenancy.set_project_limits(found.path, update, actor=context.principal.key_id)
     )
@@ -115,7 +104,7 @@ async def update_project(
 
 @router.get("/orgs/{org}/projects/{project}/keys", response_model=list[ApiKeyPublic])
 async def list_keys(org: str, project: str, context: ContextDep, state: StateDep) -> list[ApiKeyPublic]:
-    found = await _project(context, state, org, project, "keys.read")
+    found = await context.project(org, project, "keys.read")
     return await anyio.to_thread.run_sync(lambda: state.keys.list_keys(project_id=found.id))
 
 
@@ -126,7 +115,7 @@ async def create_key(
     org: str, project: str, spec: KeyCreate, context: ContextDep, state: StateDep
 ) -> ApiKeyCreated:
     """Issue a key of the project; the plaintext is in this response only."""
-    found = await _project(context, state, org, project, "keys.write")
+    found = await context.project(org, project, "keys.write")
     limits = Limits(rpm=spec.rpm, tpm=spec.tpm, token_budget=spec.token_budget)
     plaintext, key = await anyio.to_thread.run_sync(
         lambda: state.keys.create_key(
@@ -149,7 +138,7 @@ async def revoke_key(
     org: str, project: str, key_id: str, context: ContextDep, state: StateDep
 ) -> ApiKeyPublic:
     """Revoke a key of the project; requests with it fail from the next one on."""
-    found = await _project(context, state, org, project, "keys.write")
+    found = await context.project(org, project, "keys.write")
     try:
         key = await anyio.to_thread.run_sync(state.keys.get_key, key_id)
     except NotFound:
@@ -169,7 +158,7 @@ async def usage(
     since: date | None = Query(default=None, description="First UTC day included (YYYY-MM-DD)."),
 ) -> UsageReport:
     """Requests and tokens of the project, grouped by model, key or UTC day."""
-    found = await _project(context, state, org, project, "usage.read")
+    found = await context.project(org, project, "usage.read")
     # Records of requests that just finished may still be queued in the batched writer.
     await anyio.to_thread.run_sync(state.audit_writer.flush)
     return await anyio.to_thread.run_sync(lambda: state.usage.report(found.path, by=by, since=since))

@@ -20,7 +20,7 @@ from stratum.gateway.guarding import Guarded
 from stratum.gateway.metering import ChatMeter, Meter
 from stratum.gateway.routes import kb_chat
 from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
-from stratum.gateway.serving import as_failure, choose_version, served_hook
+from stratum.gateway.serving import answered, choose_version, served_hook
 from stratum.gateway.sse import DONE, error_event, event
 from stratum.protocol.base import Usage, dump, new_id, now
 from stratum.protocol.chat import (
@@ -70,10 +70,6 @@ async def create_chat_completion(
             return rag.direct_response(body, {"x-request-id": context.request_id})
         # A deployment (canary / A-B) picks the version; otherwise the name goes to its route as is.
         target, deployment = choose_version(state, context, rag.model if rag else body.model, user=body.user)
-        if deployment is None:
-            # Errors name the version too (a name served by a route need not be a registry model).
-            with contextlib.suppress(StratumError):
-                context.model_version = (await state.pool.resolve(target)).ref
         if deployment is not None:
             # Recorded before anything loads: a candidate that cannot even load counts as failing.
             recorder.on_done = served_hook(
@@ -102,18 +98,10 @@ async def create_chat_completion(
         ]
         answer = await dispatch(state, context, meter, model=target, requests=requests, accept=_accepts(body))
         generation = answer.generation
-        if deployment is not None and answer.link != "none" and recorder.on_done is not None:
-            recorder.on_done = as_failure(recorder.on_done)
-        if deployment is None and answer.version is not None:
-            # Feedback on this response id is attributed to the version that produced it.
-            recorder.on_done = served_hook(
-                state, context, model=body.model, version_ref=answer.version.ref, deployment=None
-            )
+        headers = answered(state, context, recorder, answer, model=body.model, deployment=deployment)
     except StratumError as error:
         recorder.done(error.status_code)
         raise
-    served = answer.version.ref if answer.version else answer.link
-    headers = {VERSION_HEADER: served, "x-request-id": context.request_id, **answer.headers()}
     headers[cached.CACHE_HEADER] = cache.header if cache is not None else "bypass"
     if body.stream:
         events = _chunks(body, answer, recorder, cache, guarded)

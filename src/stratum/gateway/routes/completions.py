@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter
@@ -15,8 +14,8 @@ from stratum.gateway.dispatch import dispatch
 from stratum.gateway.generation import Generation, sampling_params
 from stratum.gateway.guarding import Guarded
 from stratum.gateway.metering import CompletionsMeter
-from stratum.gateway.routes.streaming import VERSION_HEADER, Recorder, sse_response
-from stratum.gateway.serving import as_failure, choose_version, served_hook
+from stratum.gateway.routes.streaming import Recorder, sse_response
+from stratum.gateway.serving import answered, choose_version, served_hook
 from stratum.gateway.sse import DONE, error_event, event
 from stratum.protocol.base import Usage, dump, new_id, now
 from stratum.protocol.completions import Completion, CompletionChoice, CompletionRequest
@@ -45,10 +44,6 @@ async def create_completion(
         prompts = await guarded.prompts(_prompts(body))
         # A deployment (canary / A-B) picks the version; otherwise the name goes to its route as is.
         target, deployment = choose_version(state, context, body.model, user=getattr(body, "user", None))
-        if deployment is None:
-            # Errors name the version too (a name served by a route need not be a registry model).
-            with contextlib.suppress(StratumError):
-                context.model_version = (await state.pool.resolve(target)).ref
         if deployment is not None:
             recorder.on_done = served_hook(
                 state, context, model=body.model, version_ref=target, deployment=deployment
@@ -72,18 +67,10 @@ async def create_completion(
             prompt_of=[p for p in range(len(prompts)) for _ in range(body.n)],
         )
         generation = answer.generation
-        if deployment is not None and answer.link != "none" and recorder.on_done is not None:
-            recorder.on_done = as_failure(recorder.on_done)
-        if deployment is None and answer.version is not None:
-            # Feedback on this response id is attributed to the version that produced it.
-            recorder.on_done = served_hook(
-                state, context, model=body.model, version_ref=answer.version.ref, deployment=None
-            )
+        headers = answered(state, context, recorder, answer, model=body.model, deployment=deployment)
     except StratumError as error:
         recorder.done(error.status_code)
         raise
-    served = answer.version.ref if answer.version else answer.link
-    headers = {VERSION_HEADER: served, "x-request-id": context.request_id, **answer.headers()}
     echo = [prompt for prompt in prompts for _ in range(body.n)] if body.echo else None
     if body.stream:
         return sse_response(_chunks(body, generation, recorder, echo, guarded), headers=headers)

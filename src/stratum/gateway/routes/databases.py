@@ -2,7 +2,7 @@
 
 Registering and removing needs ``databases.write`` (org admins), listing and asking
 ``databases.read`` (developers and viewers of the project too). Tenancy is decided by the policy
-with the project that owns the connection, as for every admin route (``admin._project``).
+with the project that owns the connection, as for every admin route (``RequestContext.project``).
 ``POST .../ask`` answers one question through the connection's model, or runs given SQL through
 the same guard; a rejected query is a 400 with code ``sql_rejected`` naming the reason.
 """
@@ -14,7 +14,6 @@ from fastapi import APIRouter, Response, status
 
 from stratum.errors import InvalidRequest
 from stratum.gateway.deps import ContextDep, StateDep
-from stratum.gateway.routes.admin import _project
 from stratum.knowledge.sql.schemas import AskRequest, DatabaseCreate, DatabasePublic, SQLAnswer
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"])
@@ -25,7 +24,7 @@ _BASE = "/orgs/{org}/projects/{project}/databases"
 async def list_databases(
     org: str, project: str, context: ContextDep, state: StateDep
 ) -> list[DatabasePublic]:
-    found = await _project(context, state, org, project, "databases.read")
+    found = await context.project(org, project, "databases.read")
     return await anyio.to_thread.run_sync(
         lambda: state.databases.list_databases(project_id=found.id, project_path=found.path)
     )
@@ -36,7 +35,7 @@ async def add_database(
     org: str, project: str, spec: DatabaseCreate, context: ContextDep, state: StateDep
 ) -> DatabasePublic:
     """Register a connection; the URL is stored encrypted and never shown again with its password."""
-    found = await _project(context, state, org, project, "databases.write")
+    found = await context.project(org, project, "databases.write")
     return await anyio.to_thread.run_sync(
         lambda: state.databases.add(
             project_id=found.id, project_path=found.path, spec=spec, actor=context.principal.key_id
@@ -48,7 +47,7 @@ async def add_database(
 async def get_database(
     org: str, project: str, name: str, context: ContextDep, state: StateDep
 ) -> DatabasePublic:
-    found = await _project(context, state, org, project, "databases.read")
+    found = await context.project(org, project, "databases.read")
     return await anyio.to_thread.run_sync(
         lambda: state.databases.get(project_id=found.id, project_path=found.path, name=name)
     )
@@ -58,7 +57,7 @@ async def get_database(
 async def remove_database(
     org: str, project: str, name: str, context: ContextDep, state: StateDep
 ) -> Response:
-    found = await _project(context, state, org, project, "databases.write")
+    found = await context.project(org, project, "databases.write")
     await anyio.to_thread.run_sync(
         lambda: state.databases.remove(
             project_id=found.id, project_path=found.path, name=name, actor=context.principal.key_id
@@ -72,7 +71,7 @@ async def query_database(
     org: str, project: str, name: str, ask: AskRequest, context: ContextDep, state: StateDep
 ) -> SQLAnswer:
     """Run the given SQL through the guard (allow-list, the caller's row filters, limit, timeout)."""
-    found = await _project(context, state, org, project, "databases.read")
+    found = await context.project(org, project, "databases.read")
     if not ask.sql:
         raise InvalidRequest("give the SQL to run; questions go to /v1/chat/completions (model db/NAME)")
     sql, role = ask.sql, context.principal.role

@@ -27,21 +27,15 @@ from stratum.data.schemas import (
     TransformRequest,
 )
 from stratum.data.transforms import TransformService
-from stratum.errors import NotFound
 from stratum.gateway.deps import ContextDep, RequestContext, StateDep
 from stratum.gateway.state import AppState
 
 router = APIRouter(prefix="/admin/v1/orgs/{org}/projects/{project}/datasets", tags=["datasets"])
 
 
-async def _scope(context: RequestContext, state: AppState, org: str, project: str, action: str) -> str:
+async def _scope(context: RequestContext, org: str, project: str, action: str) -> str:
     """The project path after the policy allowed ``action`` on it."""
-    try:
-        found = await anyio.to_thread.run_sync(state.tenancy.get_project, f"{org}/{project}")
-    except NotFound as error:
-        raise context.denied_unless_admin(error) from None
-    await context.authorize(action, org_id=found.org_id, project_id=found.id)
-    return found.path
+    return (await context.project(org, project, action)).path
 
 
 def _service(state: AppState) -> DatasetService:
@@ -50,7 +44,7 @@ def _service(state: AppState) -> DatasetService:
 
 @router.get("", response_model=list[DatasetPublic])
 async def list_datasets(org: str, project: str, context: ContextDep, state: StateDep) -> list[DatasetPublic]:
-    path = await _scope(context, state, org, project, "datasets.read")
+    path = await _scope(context, org, project, "datasets.read")
     return await anyio.to_thread.run_sync(lambda: _service(state).list_datasets(project=path))
 
 
@@ -59,7 +53,7 @@ async def import_rows(
     org: str, project: str, body: DatasetImport, context: ContextDep, state: StateDep
 ) -> DatasetVersion:
     """Import rows (validated like a file: errors name the row and field) as the next version."""
-    path = await _scope(context, state, org, project, "datasets.write")
+    path = await _scope(context, org, project, "datasets.write")
     records = [SourceRow(f"row {i}", row) for i, row in enumerate(body.rows, start=1)]
     return await anyio.to_thread.run_sync(
         lambda: _service(state).import_records(
@@ -77,7 +71,7 @@ async def import_rows(
 
 @router.get("/{dataset}", response_model=DatasetPublic)
 async def show(org: str, project: str, dataset: str, context: ContextDep, state: StateDep) -> DatasetPublic:
-    path = await _scope(context, state, org, project, "datasets.read")
+    path = await _scope(context, org, project, "datasets.read")
     return await anyio.to_thread.run_sync(lambda: _service(state).show(dataset, project=path))
 
 
@@ -91,7 +85,7 @@ async def diff(
     a: str = Query(default="1", description="Version (number, latest or hash prefix)."),
     b: str = Query(default="latest"),
 ) -> DatasetDiff:
-    path = await _scope(context, state, org, project, "datasets.read")
+    path = await _scope(context, org, project, "datasets.read")
     return await anyio.to_thread.run_sync(
         lambda: _service(state).diff(f"{dataset}@{a}", f"{dataset}@{b}", project=path)
     )
@@ -101,7 +95,7 @@ async def diff(
 async def get_version(
     org: str, project: str, dataset: str, version: str, context: ContextDep, state: StateDep
 ) -> DatasetVersion:
-    path = await _scope(context, state, org, project, "datasets.read")
+    path = await _scope(context, org, project, "datasets.read")
     return await anyio.to_thread.run_sync(lambda: _service(state).get(f"{dataset}@{version}", project=path))
 
 
@@ -118,7 +112,7 @@ async def rows(
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> dict[str, Any]:
     """A page of the version's rows."""
-    path = await _scope(context, state, org, project, "datasets.read")
+    path = await _scope(context, org, project, "datasets.read")
 
     def page() -> dict[str, Any]:
         service = _service(state)
@@ -144,7 +138,7 @@ async def transform(
     state: StateDep,
 ) -> list[DatasetVersion]:
     """Apply steps in order; each makes a version (see ``stratum data steps``)."""
-    path = await _scope(context, state, org, project, "datasets.write")
+    path = await _scope(context, org, project, "datasets.write")
     return await anyio.to_thread.run_sync(
         lambda: TransformService(_service(state)).run(
             f"{dataset}@{version}", body.steps, body.params, project=path, actor=context.principal.key_id
@@ -165,7 +159,7 @@ async def label(
     state: StateDep,
 ) -> LabelResult:
     """Pre-label with keyword/regex rules; rows below ``threshold`` are queued for review."""
-    path = await _scope(context, state, org, project, "datasets.write")
+    path = await _scope(context, org, project, "datasets.write")
 
     def run() -> LabelResult:
         labeller = KeywordLabeller(rules=body.rules, default=body.default)
@@ -191,7 +185,7 @@ async def review_queue(
     state: StateDep,
     pending_only: bool = Query(default=True, alias="pending"),
 ) -> list[ReviewItem]:
-    path = await _scope(context, state, org, project, "datasets.read")
+    path = await _scope(context, org, project, "datasets.read")
     return await anyio.to_thread.run_sync(
         lambda: ReviewService(_service(state)).queue(
             f"{dataset}@{version}", project=path, pending_only=pending_only
@@ -210,7 +204,7 @@ async def decide(
     state: StateDep,
 ) -> list[ReviewItem]:
     """Record accept / edit / reject decisions on queued rows."""
-    path = await _scope(context, state, org, project, "datasets.write")
+    path = await _scope(context, org, project, "datasets.write")
     return await anyio.to_thread.run_sync(
         lambda: ReviewService(_service(state)).decide(
             f"{dataset}@{version}", decisions, project=path, actor=context.principal.key_id
@@ -227,7 +221,7 @@ async def commit_review(
     org: str, project: str, dataset: str, version: str, context: ContextDep, state: StateDep
 ) -> DatasetVersion:
     """Make the next version from the decisions (409 while rows are pending)."""
-    path = await _scope(context, state, org, project, "datasets.write")
+    path = await _scope(context, org, project, "datasets.write")
     return await anyio.to_thread.run_sync(
         lambda: ReviewService(_service(state)).commit(
             f"{dataset}@{version}", project=path, actor=context.principal.key_id

@@ -14,9 +14,7 @@ from __future__ import annotations
 import anyio
 from fastapi import APIRouter
 
-from stratum.errors import NotFound
 from stratum.gateway.deps import ContextDep, RequestContext, StateDep
-from stratum.gateway.state import AppState
 from stratum.governance.guard.policy import (
     GuardPolicyUpdate,
     GuardSettings,
@@ -30,19 +28,15 @@ router = APIRouter(prefix="/admin/v1", tags=["admin"])
 _PROJECT = "/orgs/{org}/projects/{project}/guard"
 
 
-async def _project(context: RequestContext, state: AppState, org: str, project: str, action: str) -> str:
-    try:
-        found = await anyio.to_thread.run_sync(state.tenancy.get_project, f"{org}/{project}")
-    except NotFound as error:
-        raise context.denied_unless_admin(error) from None
-    await context.authorize(action, org_id=found.org_id, project_id=found.id)
-    return found.path
+async def _project(context: RequestContext, org: str, project: str, action: str) -> str:
+    """The project path after the policy allowed ``action`` on it."""
+    return (await context.project(org, project, action)).path
 
 
 @router.get(_PROJECT, response_model=GuardSettings)
 async def get_guard(org: str, project: str, context: ContextDep, state: StateDep) -> GuardSettings:
     """The project's guard policy and sensitive words (the platform default if it has none)."""
-    path = await _project(context, state, org, project, "guard.read")
+    path = await _project(context, org, project, "guard.read")
     return await anyio.to_thread.run_sync(state.guard.get, path)
 
 
@@ -51,7 +45,7 @@ async def update_guard(
     org: str, project: str, update: GuardPolicyUpdate, context: ContextDep, state: StateDep
 ) -> GuardSettings:
     """Change the fields given; the gateway applies the policy within a second."""
-    path = await _project(context, state, org, project, "guard.write")
+    path = await _project(context, org, project, "guard.write")
     return await anyio.to_thread.run_sync(
         lambda: state.guard.update_policy(path, update, actor=context.principal.key_id)
     )
@@ -62,7 +56,7 @@ async def change_words(
     org: str, project: str, change: WordsChange, context: ContextDep, state: StateDep
 ) -> GuardSettings:
     """Add and remove sensitive words of the project."""
-    path = await _project(context, state, org, project, "guard.write")
+    path = await _project(context, org, project, "guard.write")
     return await anyio.to_thread.run_sync(
         lambda: state.guard.change_words(path, change, actor=context.principal.key_id)
     )
@@ -99,7 +93,7 @@ async def scan(request: ScanRequest, context: ContextDep, state: StateDep) -> Sc
     project = None
     if request.project is not None:
         org, _, name = request.project.partition("/")
-        project = await _project(context, state, org, name, "guard.read")
+        project = await _project(context, org, name, "guard.read")
     return await anyio.to_thread.run_sync(
         lambda: state.guard.scan(request.text, project=project, types=request.types)
     )

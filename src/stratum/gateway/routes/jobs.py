@@ -16,28 +16,16 @@ from fastapi import APIRouter, Query, status
 from stratum.errors import NotFound, PermissionDenied
 from stratum.gateway.deps import ContextDep, RequestContext, StateDep
 from stratum.gateway.state import AppState
-from stratum.governance.schemas import ProjectPublic
 from stratum.jobs.schemas import JobLogs, JobPublic, JobSubmit
 
 router = APIRouter(prefix="/admin/v1", tags=["jobs"])
 _BASE = "/orgs/{org}/projects/{project}/jobs"
 
 
-async def _project(
-    context: RequestContext, state: AppState, org: str, project: str, action: str
-) -> ProjectPublic:
-    try:
-        found = await anyio.to_thread.run_sync(state.tenancy.get_project, f"{org}/{project}")
-    except NotFound as error:
-        raise context.denied_unless_admin(error) from None
-    await context.authorize(action, org_id=found.org_id, project_id=found.id)
-    return found
-
-
 async def _job(
     context: RequestContext, state: AppState, org: str, project: str, job_id: str, action: str
 ) -> JobPublic:
-    found = await _project(context, state, org, project, action)
+    found = await context.project(org, project, action)
     try:
         job = await anyio.to_thread.run_sync(state.jobs.get, job_id)
     except NotFound:
@@ -82,7 +70,7 @@ async def list_jobs(
     kind: str | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> list[JobPublic]:
-    found = await _project(context, state, org, project, "jobs.read")
+    found = await context.project(org, project, "jobs.read")
     return await anyio.to_thread.run_sync(
         lambda: state.jobs.list_jobs(project_id=found.id, status=status_, kind=kind, limit=limit)
     )
@@ -93,7 +81,7 @@ async def submit_job(
     org: str, project: str, spec: JobSubmit, context: ContextDep, state: StateDep
 ) -> JobPublic:
     """Queue a job in the project; ``config`` is checked by the job kind (400 naming the field)."""
-    found = await _project(context, state, org, project, "jobs.write")
+    found = await context.project(org, project, "jobs.write")
     paths = _server_paths(spec.config)
     if paths and not context.principal.is_admin:
         raise PermissionDenied(

@@ -26,7 +26,7 @@ class _Logits(torch.nn.Module):
 
 
 def export_onnx(parent: Path, target: Path, *, samples: list[str], tolerance: float = 1e-3) -> float:
-    """Write ``model.onnx`` (+ tokenizer) to ``target``; return the max |logit difference| seen.
+    """Write ``model.onnx`` (+ config and tokenizer) to ``target``; return the max |logit difference| seen.
 
     Raises ``ValueError`` when ONNX Runtime disagrees with PyTorch by more than ``tolerance``.
     """
@@ -53,6 +53,8 @@ def export_onnx(parent: Path, target: Path, *, samples: list[str], tolerance: fl
             verbose=False,
         )
     _copy_tokenizer(parent, target)
+    # The registry takes Hugging Face style directories: config.json says what the graph computes.
+    wrapper.model.config.save_pretrained(target)
     session = onnxruntime.InferenceSession(str(target / ONNX_FILE), providers=["CPUExecutionProvider"])
     worst = 0.0
     with torch.inference_mode():

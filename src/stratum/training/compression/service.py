@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stratum.errors import InvalidRequest
+from stratum.registry.lineage import LineageService
 from stratum.registry.schemas import ModelVersionPublic
 from stratum.registry.service import RegistryService
 from stratum.training.compression.measure import Measures, deltas, measure
@@ -34,9 +35,13 @@ class CompressionResult:
 
 
 class CompressionService:
-    def __init__(self, registry: RegistryService, artifacts_dir: Path) -> None:
+    def __init__(
+        self, registry: RegistryService, artifacts_dir: Path, *, lineage: LineageService | None = None
+    ) -> None:
+        """``lineage``: where the parent → child edge is recorded (``stratum lineage`` shows it)."""
         self._registry = registry
         self._artifacts = artifacts_dir
+        self._lineage = lineage
 
     def parent(self, ref: str) -> tuple[ModelVersionPublic, Path]:
         version = self._registry.resolve(ref)
@@ -102,4 +107,12 @@ class CompressionService:
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
+        if self._lineage is not None:
+            self._lineage.add_edge(
+                source=("model", parent.ref),
+                target=("model", version.ref),
+                relation="compressed",
+                actor=actor,
+                metadata={"variant": variant, "method": method},
+            )
         return CompressionResult(version=version, before=before, after=after, deltas=change, extra=extra)

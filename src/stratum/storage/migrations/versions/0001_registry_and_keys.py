@@ -20,11 +20,11 @@ Design notes for the revisions that follow:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from stratum.storage.migration_types import json_type
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -35,10 +35,6 @@ depends_on: str | Sequence[str] | None = None
 def _timestamp() -> sa.DateTime:
     # Aware UTC instants; stratum.storage.db.UTCDateTime normalises what SQLite reads back.
     return sa.DateTime(timezone=True)
-
-
-def _json() -> sa.types.TypeEngine[Any]:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def upgrade() -> None:
@@ -69,7 +65,7 @@ def upgrade() -> None:
         sa.Column("upstream_url", sa.Text(), nullable=True),
         sa.Column("upstream_model", sa.String(255), nullable=True),
         sa.Column("api_key_env", sa.String(128), nullable=True),
-        sa.Column("metadata", _json(), nullable=False, server_default=sa.text("'{}'")),
+        sa.Column("metadata", json_type(), nullable=False, server_default=sa.text("'{}'")),
         sa.Column("created_by", sa.String(128), nullable=False),
         sa.Column("created_at", _timestamp(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_model_versions"),

@@ -18,7 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from stratum.storage.migration_types import json_type
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -28,10 +29,6 @@ depends_on: str | Sequence[str] | None = None
 
 def _timestamp() -> sa.DateTime:
     return sa.DateTime(timezone=True)
-
-
-def _json() -> sa.types.TypeEngine[Any]:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def _limits() -> list[sa.Column[Any]]:
@@ -71,7 +68,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("org_id", sa.String(32), nullable=True))
         batch.add_column(sa.Column("project_id", sa.String(32), nullable=True))
         for name in ("models", "endpoints", "ip_allow"):
-            batch.add_column(sa.Column(name, _json(), nullable=False, server_default=sa.text("'[]'")))
+            batch.add_column(sa.Column(name, json_type(), nullable=False, server_default=sa.text("'[]'")))
         batch.create_foreign_key("fk_api_keys_org_id_orgs", "orgs", ["org_id"], ["id"], ondelete="CASCADE")
         batch.create_foreign_key(
             "fk_api_keys_project_id_projects", "projects", ["project_id"], ["id"], ondelete="CASCADE"
@@ -83,7 +80,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(32), nullable=False),
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("effect", sa.String(8), nullable=False),
-        sa.Column("spec", _json(), nullable=False),
+        sa.Column("spec", json_type(), nullable=False),
         sa.Column("description", sa.String(512), nullable=True),
         sa.Column("created_at", _timestamp(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_policy_rules"),

@@ -13,11 +13,11 @@ Create Date: 2026-11-23
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from stratum.storage.migration_types import json_type
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -25,16 +25,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _json() -> sa.types.TypeEngine[Any]:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-
-
 def upgrade() -> None:
     op.create_table(
         "guard_policies",
         sa.Column("scope", sa.String(32), nullable=False),
-        sa.Column("policy", _json(), nullable=False),
-        sa.Column("words", _json(), nullable=False),
+        sa.Column("policy", json_type(), nullable=False),
+        sa.Column("words", json_type(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("scope", name="pk_guard_policies"),
     )

@@ -8,11 +8,11 @@ Create Date: 2026-11-23
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from stratum.storage.migration_types import json_type
 
 revision: str = "0006"
 down_revision: str | None = "0004"
@@ -20,17 +20,13 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _json() -> sa.types.TypeEngine[Any]:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-
-
 def upgrade() -> None:
     op.create_table(
         "routes",
         sa.Column("model", sa.String(160), nullable=False),
-        sa.Column("backends", _json(), nullable=False),
-        sa.Column("fallback", _json(), nullable=False),
-        sa.Column("triggers", _json(), nullable=False),
+        sa.Column("backends", json_type(), nullable=False),
+        sa.Column("fallback", json_type(), nullable=False),
+        sa.Column("triggers", json_type(), nullable=False),
         sa.Column("burst_queue", sa.Integer(), nullable=True),
         sa.Column("timeout_s", sa.Float(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -40,10 +36,10 @@ def upgrade() -> None:
         "responder_rules",
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("intent", sa.String(64), nullable=True),
-        sa.Column("keywords", _json(), nullable=False),
+        sa.Column("keywords", json_type(), nullable=False),
         sa.Column("match", sa.String(8), nullable=False),
         sa.Column("template", sa.Text(), nullable=False),
-        sa.Column("models", _json(), nullable=False),
+        sa.Column("models", json_type(), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_responder_rules"),
@@ -55,7 +51,7 @@ def upgrade() -> None:
         sa.Column("org_id", sa.String(32), nullable=True),
         sa.Column("project_id", sa.String(32), nullable=True),
         sa.Column("key_id", sa.String(32), nullable=True),
-        sa.Column("messages", _json(), nullable=False),
+        sa.Column("messages", json_type(), nullable=False),
         sa.Column("reason", sa.String(32), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("answer", sa.Text(), nullable=True),

@@ -18,16 +18,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from stratum.storage.migration_types import json_type
 
 revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-
-def _json() -> sa.types.TypeEngine[Any]:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def _at(name: str) -> sa.Column[Any]:
@@ -44,7 +41,7 @@ def upgrade() -> None:
         sa.Column("target_id", sa.String(200), nullable=False),
         sa.Column("relation", sa.String(64), nullable=False),
         sa.Column("actor", sa.String(128), nullable=False),
-        sa.Column("metadata", _json(), server_default="{}", nullable=False),
+        sa.Column("metadata", json_type(), server_default="{}", nullable=False),
         _at("created_at"),
         sa.PrimaryKeyConstraint("id", name="pk_lineage_edges"),
         sa.UniqueConstraint(
@@ -101,11 +98,11 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("stable_ref", sa.String(160), nullable=False),
         sa.Column("candidate_ref", sa.String(160), nullable=True),
-        sa.Column("weights", _json(), nullable=False),
-        sa.Column("steps", _json(), nullable=False),
+        sa.Column("weights", json_type(), nullable=False),
+        sa.Column("steps", json_type(), nullable=False),
         sa.Column("step_index", sa.Integer(), nullable=False),
         sa.Column("interval_s", sa.Float(), nullable=False),
-        sa.Column("thresholds", _json(), nullable=False),
+        sa.Column("thresholds", json_type(), nullable=False),
         sa.Column("created_by", sa.String(128), nullable=False),
         _at("started_at"),
         _at("step_started_at"),
@@ -118,8 +115,8 @@ def upgrade() -> None:
         sa.Column("deployment", sa.String(128), nullable=False),
         sa.Column("action", sa.String(32), nullable=False),
         sa.Column("actor", sa.String(128), nullable=False),
-        sa.Column("weights", _json(), nullable=False),
-        sa.Column("detail", _json(), nullable=False),
+        sa.Column("weights", json_type(), nullable=False),
+        sa.Column("detail", json_type(), nullable=False),
         _at("at"),
         sa.PrimaryKeyConstraint("id", name="pk_deployment_events"),
         sqlite_autoincrement=True,

@@ -11,20 +11,16 @@ are caches rebuilt from the store, so a KB is exported, imported or recovered fr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from stratum.storage.migration_types import json_type
 
 revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-
-def _json() -> sa.types.TypeEngine[Any]:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def upgrade() -> None:
@@ -34,7 +30,7 @@ def upgrade() -> None:
         sa.Column("project_id", sa.String(32), nullable=False),
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("description", sa.String(512), nullable=True),
-        sa.Column("settings", _json(), nullable=False),
+        sa.Column("settings", json_type(), nullable=False),
         sa.Column("revision", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -54,7 +50,7 @@ def upgrade() -> None:
         sa.Column("chunks_total", sa.Integer(), nullable=False),
         sa.Column("chunks_done", sa.Integer(), nullable=False),
         sa.Column("pages", sa.Integer(), nullable=False),
-        sa.Column("tags", _json(), nullable=False),
+        sa.Column("tags", json_type(), nullable=False),
         sa.Column("doc_date", sa.DateTime(timezone=True), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -72,7 +68,7 @@ def upgrade() -> None:
         sa.Column("ordinal", sa.Integer(), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("page", sa.Integer(), nullable=True),
-        sa.Column("heading_path", _json(), nullable=False),
+        sa.Column("heading_path", json_type(), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("tokens", sa.Text(), nullable=False),
         sa.Column("vector", sa.LargeBinary(), nullable=False),

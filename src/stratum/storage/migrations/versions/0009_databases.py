@@ -8,20 +8,16 @@ Create Date: 2026-11-23
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from stratum.storage.migration_types import json_type
 
 revision: str = "0009"
 down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-
-def _json() -> sa.types.TypeEngine[Any]:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def upgrade() -> None:
@@ -35,9 +31,9 @@ def upgrade() -> None:
         sa.Column("url_display", sa.String(300), nullable=False),
         sa.Column("model", sa.String(160), nullable=False),
         sa.Column("description", sa.String(1000), nullable=True),
-        sa.Column("tables", _json(), nullable=False),
-        sa.Column("row_filters", _json(), nullable=False),
-        sa.Column("descriptions", _json(), nullable=False),
+        sa.Column("tables", json_type(), nullable=False),
+        sa.Column("row_filters", json_type(), nullable=False),
+        sa.Column("descriptions", json_type(), nullable=False),
         sa.Column("max_rows", sa.Integer(), nullable=False),
         sa.Column("timeout_s", sa.Float(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

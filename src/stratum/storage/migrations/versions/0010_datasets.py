@@ -8,20 +8,16 @@ Create Date: 2026-11-23
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from stratum.storage.migration_types import json_type
 
 revision: str = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-
-def _json() -> sa.types.TypeEngine[Any]:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def upgrade() -> None:
@@ -50,8 +46,8 @@ def upgrade() -> None:
         sa.Column("content_hash", sa.String(64), nullable=False),
         sa.Column("rows", sa.Integer(), nullable=False),
         sa.Column("parent_id", sa.Integer(), nullable=True),
-        sa.Column("transform", _json(), nullable=False),
-        sa.Column("report", _json(), nullable=False),
+        sa.Column("transform", json_type(), nullable=False),
+        sa.Column("report", json_type(), nullable=False),
         sa.Column("created_by", sa.String(128), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -77,7 +73,7 @@ def upgrade() -> None:
         sa.Column("label", sa.String(128), nullable=True),
         sa.Column("confidence", sa.Float(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("edited", _json(), nullable=True),
+        sa.Column("edited", json_type(), nullable=True),
         sa.Column("decided_by", sa.String(128), nullable=True),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(

@@ -8,20 +8,16 @@ Create Date: 2026-11-23
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from stratum.storage.migration_types import json_type
 
 revision: str = "0011"
 down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-
-def _json() -> sa.types.TypeEngine[Any]:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def upgrade() -> None:
@@ -33,7 +29,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(128), nullable=True),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
-        sa.Column("config", _json(), nullable=False),
+        sa.Column("config", json_type(), nullable=False),
         sa.Column("cpu_threads", sa.Integer(), nullable=False),
         sa.Column("memory_mb", sa.Integer(), nullable=False),
         sa.Column("gpus", sa.Integer(), nullable=False),
@@ -43,9 +39,9 @@ def upgrade() -> None:
         sa.Column("worker_id", sa.String(96), nullable=True),
         sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("progress", _json(), nullable=False),
-        sa.Column("metrics", _json(), nullable=False),
-        sa.Column("result", _json(), nullable=False),
+        sa.Column("progress", json_type(), nullable=False),
+        sa.Column("metrics", json_type(), nullable=False),
+        sa.Column("result", json_type(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("created_by", sa.String(64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

@@ -8,20 +8,16 @@ Create Date: 2026-11-23
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from stratum.storage.migration_types import json_type
 
 revision: str = "0012"
 down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-
-def _json() -> sa.types.TypeEngine[Any]:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def upgrade() -> None:
@@ -33,7 +29,7 @@ def upgrade() -> None:
         sa.Column("suite_kind", sa.String(32), nullable=False),
         sa.Column("suite_digest", sa.String(32), nullable=False),
         sa.Column("items", sa.Integer(), nullable=False),
-        sa.Column("metrics", _json(), nullable=False),
+        sa.Column("metrics", json_type(), nullable=False),
         sa.Column("seconds", sa.Float(), nullable=False),
         sa.Column("actor", sa.String(64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -46,7 +42,7 @@ def upgrade() -> None:
         sa.Column("run_id", sa.Integer(), nullable=False),
         sa.Column("item_id", sa.String(200), nullable=False),
         sa.Column("output", sa.Text(), nullable=False),
-        sa.Column("scores", _json(), nullable=False),
+        sa.Column("scores", json_type(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["run_id"], ["eval_runs.id"], name="fk_eval_items_run_id_eval_runs", ondelete="CASCADE"
@@ -63,7 +59,7 @@ def upgrade() -> None:
         sa.Column("metric", sa.String(64), nullable=False),
         sa.Column("passed", sa.Boolean(), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
-        sa.Column("detail", _json(), nullable=False),
+        sa.Column("detail", json_type(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["candidate_run_id"],

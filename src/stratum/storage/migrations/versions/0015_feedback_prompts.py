@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects.postgresql import JSONB
+
+from stratum.storage.migration_types import json_type
 
 revision: str = "0015"
 down_revision: str | None = "0013"
@@ -25,13 +26,9 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _json() -> sa.types.TypeEngine[object]:
-    return sa.JSON().with_variant(JSONB(), "postgresql")
-
-
 def upgrade() -> None:
     for table in ("served_responses", "feedback"):
-        op.add_column(table, sa.Column("prompt", _json(), nullable=True))
+        op.add_column(table, sa.Column("prompt", json_type(), nullable=True))
         op.add_column(table, sa.Column("answer", sa.Text(), nullable=True))
     op.add_column(
         "eval_schedules", sa.Column("backflow", sa.Boolean(), server_default=sa.true(), nullable=False)
