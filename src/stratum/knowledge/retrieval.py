@@ -8,8 +8,9 @@ Ranking:
 * dense: the index's top ``depth`` by cosine (``query: `` prefix on the query, ``passage: `` on
   chunks — the encoder adds them from ``kind``);
 * bm25: bm25s scores over jieba/word tokens;
-* hybrid: RRF, ``score = Σ 1 / (rrf_k + rank)`` over both lists (Cormack et al. 2009), which
-  needs no score calibration between the two;
+* hybrid: ``fuse`` (``Fusion``): by default *gated* — dense picks the candidates near its best
+  cosine, BM25's clear top hit joins them, RRF (``Σ 1 / (rrf_k + rank)``, Cormack et al. 2009)
+  orders them; plain/weighted RRF and relative-score fusion are settings;
 * optional MMR (λ = 0.7) re-orders the fused list for diversity, using the chunk vectors;
 * filters (source globs, tags, date range) restrict both lists; with a filter the dense side is
   computed exactly over the allowed rows, so a selective filter never starves the ANN's top-k.
@@ -129,7 +130,7 @@ class Snapshot:
         query_tokens: list[str],
         k: int,
         mode: str,
-        rrf_k: int,
+        fusion: Fusion,
         mmr: bool,
         filters: SearchFilters,
     ) -> list[Scored]:
@@ -137,18 +138,12 @@ class Snapshot:
         depth = max(MIN_DEPTH, 4 * k)
         dense = self.dense(query_vector, depth, mask) if mode != "bm25" and query_vector is not None else []
         lexical = self.lexical(query_tokens, depth, mask) if mode != "dense" else []
-        fused: dict[int, Scored] = {}
         if mode == "dense":
             fused = {p: Scored(p, s, dense=s) for p, s in dense}
         elif mode == "bm25":
             fused = {p: Scored(p, s, bm25=s) for p, s in lexical}
         else:
-            for rank, (p, s) in enumerate(dense, start=1):
-                fused.setdefault(p, Scored(p, 0.0)).score += 1.0 / (rrf_k + rank)
-                fused[p].dense = s
-            for rank, (p, s) in enumerate(lexical, start=1):
-                fused.setdefault(p, Scored(p, 0.0)).score += 1.0 / (rrf_k + rank)
-                fused[p].bm25 = s
+            fused = {item.position: item for item in fuse(dense, lexical, fusion)}
             if query_vector is not None:
                 # The refusal threshold and the citations need the cosine of every hit, also of
                 # those only BM25 found.
@@ -159,6 +154,70 @@ class Snapshot:
         if mmr and ranked:
             return _mmr(ranked[:depth], self.vectors, k)
         return ranked[:k]
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How hybrid mode merges the dense and the BM25 list (``KbSettings.fusion`` and its knobs).
+
+    * ``rrf``: weighted reciprocal rank fusion, ``Σ w / (rrf_k + rank)`` (Cormack et al. 2009;
+      per-list weights as in Elasticsearch/Vespa). Unweighted RRF gives a chunk that *both* lists
+      hold a double score, so a mediocre dense hit that BM25 also lists outranks dense's clear
+      winner on a paraphrase.
+    * ``relative``: min-max normalise each list's scores to 0..1 and sum them with
+      ``dense_weight`` / ``1 - dense_weight`` (Weaviate's relativeScoreFusion); a chunk missing
+      from a list scores 0 there.
+    * ``gated``: dense decides who is a candidate, BM25 only re-orders: the chunks within
+      ``margin`` cosine of the best dense hit, plus any chunk that is BM25's top hit with a
+      score at least ``lexical_ratio`` times the runner-up's (a rare code or number that one
+      document alone holds), are ranked first by RRF of both lists; the rest follow by RRF.
+    """
+
+    method: str = "rrf"
+    rrf_k: int = 60
+    dense_weight: float = 0.5
+    margin: float = 0.01
+    lexical_ratio: float = 1.5
+
+
+def fuse(dense: list[tuple[int, float]], lexical: list[tuple[int, float]], fusion: Fusion) -> list[Scored]:
+    """Merge the two ranked ``(position, score)`` lists (best first) into scored chunks, unsorted."""
+    fused: dict[int, Scored] = {}
+    for p, s in dense:
+        fused[p] = Scored(p, 0.0, dense=s)
+    for p, s in lexical:
+        fused.setdefault(p, Scored(p, 0.0)).bm25 = s
+    w_dense = 2 * fusion.dense_weight  # 0.5 is plain, unweighted RRF
+    w_lexical = 2 * (1 - fusion.dense_weight)
+    rrf: dict[int, float] = dict.fromkeys(fused, 0.0)
+    for rank, (p, _) in enumerate(dense, start=1):
+        rrf[p] += w_dense / (fusion.rrf_k + rank)
+    for rank, (p, _) in enumerate(lexical, start=1):
+        rrf[p] += w_lexical / (fusion.rrf_k + rank)
+    if fusion.method == "rrf":
+        for p, item in fused.items():
+            item.score = rrf[p]
+    elif fusion.method == "relative":
+        for weight, ranked in ((fusion.dense_weight, dense), (1 - fusion.dense_weight, lexical)):
+            if not ranked:
+                continue
+            top, bottom = ranked[0][1], ranked[-1][1]
+            span = (top - bottom) or 1.0
+            for p, s in ranked:
+                fused[p].score += weight * (s - bottom) / span if top != bottom else weight
+    elif fusion.method == "gated":
+        gate: set[int] = set()
+        if dense:
+            best = dense[0][1]
+            gate = {p for p, s in dense if s >= best - fusion.margin}
+        if lexical and (len(lexical) == 1 or lexical[0][1] >= fusion.lexical_ratio * lexical[1][1]):
+            gate.add(lexical[0][0])
+        # Gate members sort above the rest; RRF (at most 4 / (rrf_k + 1) <= 2) orders each part.
+        for p, item in fused.items():
+            item.score = rrf[p] + (10.0 if p in gate else 0.0)
+    else:
+        raise ValueError(f"unknown fusion method {fusion.method!r}")
+    return list(fused.values())
 
 
 def _mmr(candidates: list[Scored], vectors: np.ndarray, k: int) -> list[Scored]:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 KB_NAME = re.compile(r"^[A-Za-z0-9_.\-\u4e00-\u9fff]{1,64}$")
 Role = Literal["admin", "org_admin", "developer", "viewer", "user"]
 Retrieval = Literal["hybrid", "dense", "bm25"]
+Fusion = Literal["rrf", "relative", "gated"]
 IndexBackend = Literal["auto", "hnsw", "exact", "milvus"]
 
 
@@ -30,6 +31,17 @@ class KbSettings(BaseModel):
     retrieval: Retrieval = "hybrid"
     # Reciprocal rank fusion's k: 60 is the value of the original RRF paper (Cormack et al. 2009).
     rrf_k: int = Field(default=60, ge=1)
+    # How hybrid mode merges the two lists (``knowledge.retrieval.Fusion``). ``gated`` (dense picks
+    # the candidates within ``fusion_margin`` cosine of its best hit, plus BM25's clear top hit;
+    # RRF orders them) won on a tuning split of both eval sets and held on the held-out split,
+    # where plain RRF fell below dense-only (benchmarks/fusion_bench.py, README). The margin is in
+    # e5 cosines, which are compressed (0.8-0.95): retune it for another embedding model.
+    fusion: Fusion = "gated"
+    dense_weight: float = Field(default=0.5, ge=0.0, le=1.0, description="rrf/relative: dense list's share.")
+    fusion_margin: float = Field(default=0.01, ge=0.0, le=2.0, description="gated: cosine margin.")
+    fusion_lexical_ratio: float = Field(
+        default=1.5, ge=1.0, description="gated: BM25's top hit joins when it beats the runner-up by this factor."
+    )
     mmr: bool = False
     # Relevance floor (cosine of the best dense hit) under which answering refuses. e5 cosines
     # are compressed: on our eval set answerable questions scored >= 0.888 and questions the
@@ -40,6 +52,17 @@ class KbSettings(BaseModel):
     milvus_uri: str | None = None
     read_roles: list[Role] = Field(default_factory=lambda: ["org_admin", "developer", "viewer"])
     write_roles: list[Role] = Field(default_factory=lambda: ["org_admin", "developer"])
+
+    def fusion_spec(self) -> Any:
+        from stratum.knowledge.retrieval import Fusion as FusionSpec
+
+        return FusionSpec(
+            method=self.fusion,
+            rrf_k=self.rrf_k,
+            dense_weight=self.dense_weight,
+            margin=self.fusion_margin,
+            lexical_ratio=self.fusion_lexical_ratio,
+        )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> KbSettings:

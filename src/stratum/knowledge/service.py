@@ -575,7 +575,7 @@ class KnowledgeService:
             query_tokens=lexical_tokens(request.query),
             k=request.k,
             mode=mode,
-            rrf_k=settings.rrf_k,
+            fusion=settings.fusion_spec(),
             mmr=settings.mmr if request.mmr is None else request.mmr,
             filters=request.filters,
         )

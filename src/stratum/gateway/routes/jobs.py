@@ -16,7 +16,9 @@ from fastapi import APIRouter, Query, status
 from stratum.errors import NotFound, PermissionDenied
 from stratum.gateway.deps import ContextDep, RequestContext, StateDep
 from stratum.gateway.state import AppState
+from stratum.gateway.routes.kb import authorize_ingest_job
 from stratum.jobs.schemas import JobLogs, JobPublic, JobSubmit
+from stratum.knowledge import ingest_job
 
 router = APIRouter(prefix="/admin/v1", tags=["jobs"])
 _BASE = "/orgs/{org}/projects/{project}/jobs"
@@ -87,6 +89,9 @@ async def submit_job(
         raise PermissionDenied(
             f"only a platform admin may point a job at server files ({', '.join(paths)})", param="config"
         )
+    if spec.kind == ingest_job.KIND:
+        # The KB's own roles and project, the same check as ``POST /admin/v1/kb/{kb}/ingest``.
+        await authorize_ingest_job(context, state, found, spec.config)
     base = spec.config.get("base")
     if isinstance(base, str):
         # A key limited to some models (key.models, rules) may only fine-tune those.

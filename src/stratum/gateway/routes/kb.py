@@ -176,6 +176,34 @@ def _check_server_paths(context: RequestContext, state: AppState, raw: list[str]
     return paths
 
 
+async def authorize_ingest(context: RequestContext, state: AppState, kb: KbPublic) -> None:
+    """The check every ``kb_ingest`` submission passes, whichever route queues it (these KB routes
+    or ``POST /admin/v1/orgs/…/jobs``): the policy's ``kb.write`` on the KB's project, the KB's own
+    write roles, and no other ingest of the KB queued or running (409)."""
+    await context.authorize("kb.write", org_id=kb.org_id, project_id=kb.project_id)
+    check_access(kb, context.principal.role, "write")
+    await anyio.to_thread.run_sync(lambda: ingest_job.check_idle(state.jobs, kb))
+
+
+async def authorize_ingest_job(
+    context: RequestContext, state: AppState, project: ProjectPublic, config: dict[str, object]
+) -> None:
+    """A ``kb_ingest`` job submitted through the generic jobs API: its KB must belong to ``project``
+    (a KB id of another project answers 404, as if it did not exist), then ``authorize_ingest``."""
+    kb_id = config.get("kb_id")
+    if not isinstance(kb_id, str):
+        raise InvalidRequest("invalid kb_ingest config: kb_id: a knowledge base id is required", param="config")
+    try:
+        kb: KbPublic | None = await anyio.to_thread.run_sync(lambda: knowledge(state).get_by_id(kb_id))
+    except NotFound:
+        kb = None
+    if kb is None or kb.project_id != project.id:
+        raise NotFound(
+            f"Project {project.path} has no knowledge base with id {kb_id!r}.", param="config", code="kb_not_found"
+        )
+    await authorize_ingest(context, state, kb)
+
+
 async def _queue(
     context: RequestContext,
     state: AppState,
@@ -185,6 +213,8 @@ async def _queue(
     urls: list[str],
     tags: list[str],
 ) -> IngestProgress:
+    await authorize_ingest(context, state, kb)
+
     def submit() -> IngestProgress:
         job = ingest_job.submit(
             state.jobs, kb, server_paths=server_paths, urls=urls, tags=tags, actor=context.principal.key_id
@@ -203,7 +233,6 @@ async def ingest(
     found = await resolve_kb(context, state, kb, project, "write")
     paths = _check_server_paths(context, state, spec.paths)
     urls = [check_url(url) for url in spec.urls]
-    await anyio.to_thread.run_sync(lambda: ingest_job.check_idle(state.jobs, found))
     return await _queue(
         context, state, found, server_paths=[str(p) for p in paths], urls=urls, tags=spec.tags
     )
