@@ -190,3 +190,36 @@ def test_the_jobs_api_lets_only_admins_name_server_paths(
         "/admin/v1/orgs/acme/projects/bot/jobs", json=bad, headers=keys["developer"]
     )
     assert refused.status_code == 400 and "http" in refused.json()["error"]["message"]
+
+
+def test_the_jobs_api_checks_the_kbs_roles_and_project(
+    gateway: Gateway, keys: dict[str, dict[str, str]]
+) -> None:
+    """A ``jobs.write`` key cannot use ``POST …/jobs`` to ingest into a KB its role may not write,
+    nor into another project's KB: the same check as the KB's own ingest route."""
+    state = gateway.state
+    locked = KbSettings(embedding_model="fake-embed", write_roles=["org_admin"])
+    kb = state.knowledge.create(KbCreate(name="机密", settings=locked), project="acme/bot")
+    state.tenancy.create_project("acme", ProjectCreate(name="other"))
+    foreign = state.knowledge.create(KbCreate(name="外部", settings=KbSettings()), project="acme/other")
+    jobs = "/admin/v1/orgs/acme/projects/bot/jobs"
+    developer = keys["developer"]
+    urls = ["https://example.cn/机密"]
+
+    via_kb = gateway.client.post("/admin/v1/kb/机密/ingest", json={"urls": urls}, headers=developer)
+    assert via_kb.status_code == 403, via_kb.text
+    body = {"kind": "kb_ingest", "config": {"kb_id": kb.id, "urls": urls}}
+    via_jobs = gateway.client.post(jobs, json=body, headers=developer)
+    assert via_jobs.status_code == 403 and "机密" in via_jobs.json()["error"]["message"], via_jobs.text
+    other = {"kind": "kb_ingest", "config": {"kb_id": foreign.id, "urls": urls}}
+    assert gateway.client.post(jobs, json=other, headers=developer).status_code == 404
+    no_id = gateway.client.post(jobs, json={"kind": "kb_ingest", "config": {"urls": urls}}, headers=developer)
+    assert no_id.status_code == 400
+    assert state.jobs.list_jobs(kind="kb_ingest") == []
+
+    # A KB the developer may write: accepted once, then 409 while that ingest is queued.
+    open_kb = state.knowledge.get(project="acme/bot", name="资料")
+    ok = {"kind": "kb_ingest", "config": {"kb_id": open_kb.id, "urls": urls}}
+    first = gateway.client.post(jobs, json=ok, headers=developer)
+    assert first.status_code == 201, first.text
+    assert gateway.client.post(jobs, json=ok, headers=developer).status_code == 409

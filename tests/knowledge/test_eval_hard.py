@@ -85,8 +85,11 @@ def test_modes_separate_with_the_bundled_encoder(service: KnowledgeService, proj
     # Exact codes: BM25 ranks the right file first, dense does not always.
     assert r["bm25", "exact"].mrr >= 0.95, r["bm25", "exact"].misses
     assert r["dense", "exact"].mrr <= r["bm25", "exact"].mrr - 0.03
-    # Hybrid keeps BM25's exact matches and most of dense's paraphrases.
-    assert r["hybrid", "exact"].hit_at_k >= 0.95, r["hybrid", "exact"].misses
-    assert r["hybrid", "paraphrase"].hit_at_k > r["bm25", "paraphrase"].hit_at_k
-    assert r["hybrid", "all"].hit_at_k >= 0.85
-    assert r["hybrid", "distractor"].hit_at_k >= 0.9, r["hybrid", "distractor"].misses
+    # Hybrid (the default fusion) is never clearly worse than either part: measured hybrid
+    # 1.000/0.992 on all 62, dense 0.968/0.941, BM25 0.823/0.812 (benchmarks/fusion_bench.py).
+    for c in (*CATEGORIES, "all"):
+        assert r["hybrid", c].hit_at_k >= r["dense", c].hit_at_k - 0.02, (c, r["hybrid", c].misses)
+        assert r["hybrid", c].mrr >= r["dense", c].mrr - 0.03, (c, r["hybrid", c].misses)
+    assert r["hybrid", "exact"].hit_at_k >= r["bm25", "exact"].hit_at_k - 0.02, r["hybrid", "exact"].misses
+    assert r["hybrid", "exact"].mrr >= r["bm25", "exact"].mrr - 0.03, r["hybrid", "exact"].misses
+    assert r["hybrid", "all"].hit_at_k >= 0.95 and r["hybrid", "all"].mrr >= 0.9

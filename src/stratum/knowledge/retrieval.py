@@ -8,9 +8,9 @@ Ranking:
 * dense: the index's top ``depth`` by cosine (``query: `` prefix on the query, ``passage: `` on
   chunks — the encoder adds them from ``kind``);
 * bm25: bm25s scores over jieba/word tokens;
-* hybrid: ``fuse`` (``Fusion``): by default *gated* — dense picks the candidates near its best
-  cosine, BM25's clear top hit joins them, RRF (``Σ 1 / (rrf_k + rank)``, Cormack et al. 2009)
-  orders them; plain/weighted RRF and relative-score fusion are settings;
+* hybrid: ``fuse`` (``Fusion``): by default relative-score fusion (each list min-max
+  normalised, 0.7 dense + 0.3 BM25); weighted RRF (``Σ w / (rrf_k + rank)``, Cormack et al.
+  2009) and dense-gated fusion are settings;
 * optional MMR (λ = 0.7) re-orders the fused list for diversity, using the chunk vectors;
 * filters (source globs, tags, date range) restrict both lists; with a filter the dense side is
   computed exactly over the allowed rows, so a selective filter never starves the ANN's top-k.
