@@ -38,6 +38,7 @@ K = 3
 def collect() -> list[dict[str, object]]:
     """One record per question: set, category, split, expected source, both ranked lists (sources)."""
     from benchmarks.kb_bench import setup
+
     from stratum.engine.embeddings import BUILTIN_ENCODER_SOURCE, load_encoder
 
     encoder = load_encoder(BUILTIN_ENCODER_SOURCE)
@@ -107,7 +108,9 @@ def variants(quick: bool) -> dict[str, Fusion]:
         out[f"relative w_dense={w}"] = Fusion(method="relative", dense_weight=w)
     for m in (0.01, 0.02, 0.03) if quick else (0.005, 0.01, 0.015, 0.02, 0.03, 0.05):
         for ratio in (1.5, 100.0) if quick else (1.2, 1.5, 2.0, 100.0):
-            out[f"gated margin={m} lexical_ratio={ratio}"] = Fusion(method="gated", margin=m, lexical_ratio=ratio)
+            out[f"gated margin={m} lexical_ratio={ratio}"] = Fusion(
+                method="gated", margin=m, lexical_ratio=ratio
+            )
     return out
 
 
@@ -132,7 +135,9 @@ def main() -> None:
             args.cache.write_text(json.dumps(records, ensure_ascii=False), "utf-8")
     tune = [r for r in records if r["split"] == "tune"]
     held = [r for r in records if r["split"] == "held-out"]
-    print(f"{len(records)} questions: tuning split {len(tune)}, held-out {len(held)} (even/odd per category)\n")
+    print(
+        f"{len(records)} questions: tuning split {len(tune)}, held-out {len(held)} (even/odd per category)\n"
+    )
 
     candidates = variants(args.quick)
     rows, best_name, best = [], "", -1.0
@@ -152,7 +157,8 @@ def main() -> None:
     print("Tuning split, both sets (worst Δhit@3 vs dense over the set/category cells):\n")
     table(["variant", "hit@3", "MRR", "worst Δ vs dense"], rows)
     robust = max(
-        (n for n, f in candidates.items() if f.method != "gated"), key=lambda n: sum(score(tune, candidates[n]))
+        (n for n, f in candidates.items() if f.method != "gated"),
+        key=lambda n: sum(score(tune, candidates[n])),
     )
     print(f"best non-gated variant on the tuning split (gated trusts the encoder alone): {robust}")
     tied = [r[0] for r in rows[: len(candidates)] if abs((float(r[1]) + float(r[2])) / 2 - best) < 1e-3]
@@ -166,13 +172,16 @@ def main() -> None:
         "dense": "dense",
         "bm25": "bm25",
     }
-    cells = sorted({(r["set"], r["category"]) for r in records}) + [("easy", "*"), ("hard", "*"), ("both", "*")]
+    cells = [
+        *sorted({(r["set"], r["category"]) for r in records}),
+        ("easy", "*"),
+        ("hard", "*"),
+        ("both", "*"),
+    ]
     for split_name, split in (("held-out", held), ("tune", tune), ("all", records)):
         rows = []
         for s, c in cells:
-            subset = [
-                r for r in split if (s == "both" or r["set"] == s) and (c == "*" or r["category"] == c)
-            ]
+            subset = [r for r in split if (s == "both" or r["set"] == s) and (c == "*" or r["category"] == c)]
             row: list[object] = [s, c, len(subset)]
             for variant in chosen.values():
                 hit, mrr = score(subset, variant)  # type: ignore[arg-type]

@@ -52,6 +52,9 @@ def _ingested(gateway: Gateway, admin: dict[str, str], docs: Path, **settings: o
             "embedding_model": "fake-embed",
             "chunk_size": 120,
             "refusal_threshold": 0.0,
+            # The 8-d character-hash FakeEncoder has no semantics; rank fusion lets BM25 decide the
+            # order these API tests expect (the score-based default follows the dense noise).
+            "fusion": "rrf",
             **settings,
         },
     }

@@ -47,7 +47,10 @@ def test_fusions_keep_dense_s_paraphrase_winner_and_bm25_s_exact_code(fusion: Fu
 
 
 def test_relative_fusion_scores_are_the_weighted_min_max_sum() -> None:
-    scored = {s.position: s for s in fuse(PARAPHRASE_DENSE, PARAPHRASE_LEXICAL, Fusion("relative", dense_weight=0.7))}
+    scored = {
+        s.position: s
+        for s in fuse(PARAPHRASE_DENSE, PARAPHRASE_LEXICAL, Fusion("relative", dense_weight=0.7))
+    }
     span = 0.93 - 0.84
     assert scored[A].score == pytest.approx(0.7)
     assert scored[B].score == pytest.approx(0.7 * (0.86 - 0.84) / span + 0.3)

@@ -40,7 +40,9 @@ class KbSettings(BaseModel):
     dense_weight: float = Field(default=0.7, ge=0.0, le=1.0, description="rrf/relative: dense list's share.")
     fusion_margin: float = Field(default=0.01, ge=0.0, le=2.0, description="gated: cosine margin.")
     fusion_lexical_ratio: float = Field(
-        default=1.5, ge=1.0, description="gated: BM25's top hit joins when it beats the runner-up by this factor."
+        default=1.5,
+        ge=1.0,
+        description="gated: BM25's top hit joins when it beats the runner-up by this factor.",
     )
     mmr: bool = False
     # Relevance floor (cosine of the best dense hit) under which answering refuses. e5 cosines

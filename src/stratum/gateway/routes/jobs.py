@@ -15,8 +15,8 @@ from fastapi import APIRouter, Query, status
 
 from stratum.errors import NotFound, PermissionDenied
 from stratum.gateway.deps import ContextDep, RequestContext, StateDep
-from stratum.gateway.state import AppState
 from stratum.gateway.routes.kb import authorize_ingest_job
+from stratum.gateway.state import AppState
 from stratum.jobs.schemas import JobLogs, JobPublic, JobSubmit
 from stratum.knowledge import ingest_job
 

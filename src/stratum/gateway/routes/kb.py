@@ -192,14 +192,18 @@ async def authorize_ingest_job(
     (a KB id of another project answers 404, as if it did not exist), then ``authorize_ingest``."""
     kb_id = config.get("kb_id")
     if not isinstance(kb_id, str):
-        raise InvalidRequest("invalid kb_ingest config: kb_id: a knowledge base id is required", param="config")
+        raise InvalidRequest(
+            "invalid kb_ingest config: kb_id: a knowledge base id is required", param="config"
+        )
     try:
         kb: KbPublic | None = await anyio.to_thread.run_sync(lambda: knowledge(state).get_by_id(kb_id))
     except NotFound:
         kb = None
     if kb is None or kb.project_id != project.id:
         raise NotFound(
-            f"Project {project.path} has no knowledge base with id {kb_id!r}.", param="config", code="kb_not_found"
+            f"Project {project.path} has no knowledge base with id {kb_id!r}.",
+            param="config",
+            code="kb_not_found",
         )
     await authorize_ingest(context, state, kb)
 
