@@ -64,6 +64,10 @@ def test_create_ingest_search_export_import(runner: CliRunner, tmp_path: Path) -
         "developer",
         "viewer",
     ]
+    fused = _json(runner, "kb", "set", "茶", "--fusion", "rrf", "--dense-weight", "0.6")
+    assert fused["settings"]["fusion"] == "rrf" and fused["settings"]["dense_weight"] == 0.6
+    bad = runner.invoke(app, ["kb", "set", "茶", "--fusion", "borda"])
+    assert bad.exit_code == 1 and bad.stderr.startswith("error: invalid settings")
     bad = runner.invoke(app, ["kb", "set", "茶", "--retrieval", "magic"])
     assert bad.exit_code == 1 and bad.stderr.startswith("error: invalid settings")
 

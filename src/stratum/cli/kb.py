@@ -65,7 +65,7 @@ def _summary(kb: KbPublic) -> dict[str, object]:
         "overlap": s.chunk_overlap,
         "embedding": s.embedding_model,
         "generator": s.generator_model or "(extractive)",
-        "retrieval": s.retrieval,
+        "retrieval": s.retrieval if s.retrieval != "hybrid" else f"hybrid ({s.fusion})",
     }
 
 
@@ -139,6 +139,12 @@ def set_settings(
     refusal_threshold: Annotated[float | None, typer.Option("--refusal-threshold")] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", help="Sources given to the generator.")] = None,
     retrieval: Annotated[str | None, typer.Option("--retrieval", help="hybrid, dense or bm25.")] = None,
+    fusion: Annotated[
+        str | None, typer.Option("--fusion", help="Hybrid fusion: relative, rrf or gated.")
+    ] = None,
+    dense_weight: Annotated[
+        float | None, typer.Option("--dense-weight", help="rrf/relative: the dense list's share (0-1).")
+    ] = None,
     read_roles: Annotated[str | None, typer.Option("--read-roles", help="e.g. developer,viewer")] = None,
     write_roles: Annotated[str | None, typer.Option("--write-roles", help="e.g. developer")] = None,
     as_json: JsonFlag = False,
@@ -151,6 +157,8 @@ def set_settings(
         "refusal_threshold": refusal_threshold,
         "top_k": top_k,
         "retrieval": retrieval,
+        "fusion": fusion,
+        "dense_weight": dense_weight,
         "read_roles": read_roles.split(",") if read_roles is not None else None,
         "write_roles": write_roles.split(",") if write_roles is not None else None,
     }
