@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from stratum.governance.schemas import OrgCreate, ProjectCreate
-from stratum.knowledge.schemas import KbCreate, KbSettings
+from stratum.jobs.schemas import JobSubmit
+from stratum.knowledge.schemas import KbCreate, KbSettings, KbUpdate
 from tests.gateway.conftest import Gateway
 from tests.gateway.kb_jobs import running_worker
 from tests.knowledge.conftest import CORPUS
@@ -223,3 +224,15 @@ def test_the_jobs_api_checks_the_kbs_roles_and_project(
     first = gateway.client.post(jobs, json=ok, headers=developer)
     assert first.status_code == 201, first.text
     assert gateway.client.post(jobs, json=ok, headers=developer).status_code == 409
+
+    # Retrying an ingest the developer may not run (an admin queued it into the locked KB) is
+    # refused too; once the KB lets developers write, the same retry goes through.
+    queued = state.jobs.submit(
+        JobSubmit(kind="kb_ingest", config={"kb_id": kb.id, "urls": urls}), project="acme/bot"
+    )
+    state.jobs.cancel(queued.id)
+    retry = f"{jobs}/{queued.id}/retry"
+    refused = gateway.client.post(retry, headers=developer)
+    assert refused.status_code == 403, refused.text
+    state.knowledge.update(kb, KbUpdate(settings={"write_roles": ["org_admin", "developer"]}))
+    assert gateway.client.post(retry, headers=developer).status_code == 200

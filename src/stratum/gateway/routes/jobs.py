@@ -130,4 +130,8 @@ async def cancel_job(org: str, project: str, job_id: str, context: ContextDep, s
 @router.post(_BASE + "/{job_id}/retry", response_model=JobPublic)
 async def retry_job(org: str, project: str, job_id: str, context: ContextDep, state: StateDep) -> JobPublic:
     job = await _job(context, state, org, project, job_id, "jobs.write")
+    if job.kind == ingest_job.KIND:
+        # A retry runs the ingest again: the caller needs the KB's write roles too.
+        found = await context.project(org, project, "jobs.write")
+        await authorize_ingest_job(context, state, found, job.config)
     return await anyio.to_thread.run_sync(state.jobs.retry, job.id)
