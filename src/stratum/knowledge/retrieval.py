@@ -7,7 +7,8 @@ new snapshot when the KB's revision moves.
 Ranking:
 * dense: the index's top ``depth`` by cosine (``query: `` prefix on the query, ``passage: `` on
   chunks — the encoder adds them from ``kind``);
-* bm25: bm25s scores over jieba/word tokens;
+* bm25: Lucene BM25 over jieba/word tokens (``knowledge.lexical``: bm25s' scores, updated
+  incrementally);
 * hybrid: ``fuse`` (``Fusion``): by default relative-score fusion (each list min-max
   normalised, 0.7 dense + 0.3 BM25); weighted RRF (``Σ w / (rrf_k + rank)``, Cormack et al.
   2009) and dense-gated fusion are settings;
@@ -21,11 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from fnmatch import fnmatchcase
-from typing import Any
 
 import numpy as np
 
 from stratum.knowledge.index import VectorIndex, top_positions
+from stratum.knowledge.lexical import LexicalIndex
 from stratum.knowledge.schemas import SearchFilters
 
 # How deep each list goes before fusion: enough that a chunk ranked well by one side only still
@@ -61,25 +62,25 @@ class Snapshot:
         revision: int,
         chunks: list[ChunkMeta],
         vectors: np.ndarray,
-        tokens: list[list[str]],
+        tokens: list[list[str]] | None = None,
         index: VectorIndex,
         built: bool = False,
+        lexical: LexicalIndex | None = None,
     ) -> None:
+        """``tokens``: every chunk's lexical tokens, for a new BM25 index; or ``lexical``: one
+        already holding these chunks (``LexicalIndex.updated``, ``KnowledgeService._update``)."""
         self.revision = revision
         self.chunks = chunks
         self.vectors = vectors
-        self.tokens = tokens  # kept for incremental updates (``KnowledgeService.snapshot``)
         self.position = {c.id: i for i, c in enumerate(chunks)}
         self.index = index
         if chunks and not built:  # ``built``: the index already holds these chunks
             index.build([c.id for c in chunks], vectors)
-        self._bm25: Any = None
-        if chunks:
-            import bm25s
-
-            self._bm25 = bm25s.BM25()
-            # An empty token list would make bm25s drop the document and shift every position.
-            self._bm25.index([t or ["\u2205"] for t in tokens], show_progress=False)
+        if lexical is None:
+            lexical = LexicalIndex.build(tokens if tokens is not None else [[] for _ in chunks])
+        if len(lexical) != len(chunks):
+            raise ValueError(f"the BM25 index holds {len(lexical)} chunks, the snapshot {len(chunks)}")
+        self.lexical_index = lexical
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -116,9 +117,9 @@ class Snapshot:
         return [(int(allowed[i]), s) for i, s in top_positions(scores, depth)]
 
     def lexical(self, tokens: list[str], depth: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
-        if self._bm25 is None or not tokens:
+        if not self.chunks or not tokens:
             return []
-        scores = np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
+        scores = self.lexical_index.get_scores(tokens)
         if mask is not None:
             scores = np.where(mask, scores, 0.0)
         return [(p, s) for p, s in top_positions(scores, depth) if s > 0]

@@ -480,7 +480,7 @@ class KnowledgeService:
     def _update(self, kb: KbPublic, cached: Snapshot, revision: int) -> Snapshot | None:
         """The snapshot at ``revision`` from ``cached`` and the chunks that changed since: only
         new chunks are read from the store, the vector index is updated (``VectorIndex.updated``)
-        and BM25 is re-indexed from the stored tokens (no re-tokenising). None when the index
+        and so is BM25 (``LexicalIndex.updated``: kept chunks' term counts are copied). None when the index
         kind changes (``auto`` crossing the ANN threshold): then a full load."""
         with self._db.session(write=False) as session:
             current = (
@@ -510,18 +510,20 @@ class KnowledgeService:
             return None
         removed = set(known) - set(current)
         chunks: list[ChunkMeta] = []
-        tokens: list[list[str]] = []
+        order: list[int] = []  # each row's position in ``cached``, -1 for a new chunk
+        tokens: list[list[str]] = []  # the new chunks' only: BM25 keeps the others' counts
         vectors = np.empty((len(current), cached.vectors.shape[1]), dtype=np.float32)
         for row, chunk_id in enumerate(current):
             position = known.get(chunk_id)
             if position is None:
                 meta, token_text, vector = fresh[chunk_id]
                 chunks.append(meta)
+                order.append(-1)
                 tokens.append(token_text.split())
                 vectors[row] = np.frombuffer(vector, dtype="<f4")
             else:
                 chunks.append(cached.chunks[position])
-                tokens.append(cached.tokens[position])
+                order.append(position)
                 vectors[row] = cached.vectors[position]
         added_vectors = (
             np.stack([np.frombuffer(fresh[i][2], dtype="<f4") for i in added])
@@ -529,8 +531,9 @@ class KnowledgeService:
             else np.zeros((0, vectors.shape[1]), dtype=np.float32)
         )
         index = cached.index.updated(removed, added, added_vectors)
+        lexical = cached.lexical_index.updated(order, tokens)
         return Snapshot(
-            revision=revision, chunks=chunks, vectors=vectors, tokens=tokens, index=index, built=True
+            revision=revision, chunks=chunks, vectors=vectors, index=index, built=True, lexical=lexical
         )
 
     def _load(self, kb: KbPublic, revision: int) -> Snapshot:
