@@ -18,7 +18,7 @@ export STRATUM_TEST_REDIS_URL="$REDIS_URL"
 export HF_HUB_OFFLINE=1
 
 set +e
-pytest -q --timeout=600 tests "$@"
+pytest -q --timeout=600 --durations=25 tests "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

@@ -45,7 +45,7 @@ def test_distilled_student_is_registered_and_served_live(server: Server, tmp_pat
         "distill",
         "tiny@1",
         "--name",
-        "tiny-student",
+        "distilled-tiny",
         "--texts",
         str(held_out),
         "--train-texts",
@@ -56,24 +56,24 @@ def test_distilled_student_is_registered_and_served_live(server: Server, tmp_pat
         timeout=300,
     )
     report = json.loads(done.stdout)
-    assert report["version"] == "tiny-student@1" and report["parent"] == "tiny@1"
+    assert report["version"] == "distilled-tiny@1" and report["parent"] == "tiny@1"
     # The tiny teacher has 2 layers; the new student keeps every 2nd: about half the weights.
     assert 0.3 < report["deltas"]["size_ratio"] < 0.9
     assert report["before"]["perplexity"] > 0 and report["after"]["perplexity"] > 0
-    shown = json.loads(server.cli("models", "show", "tiny-student", "--json").stdout)
+    shown = json.loads(server.cli("models", "show", "distilled-tiny", "--json").stdout)
     metadata = shown["versions"][-1]["metadata"]
     assert metadata["variant"] == "distilled" and metadata["compression"]["method"] == "distill"
     assert metadata["compression"]["params"]["steps"] == 4
-    lineage = json.loads(server.cli("lineage", "tiny-student@1", "--json").stdout)
+    lineage = json.loads(server.cli("lineage", "distilled-tiny@1", "--json").stdout)
     assert [(e["source_id"], e["relation"]) for e in lineage["upstream"]] == [("tiny@1", "compressed")]
     assert lineage["upstream"][0]["metadata"] == {"variant": "distilled", "method": "distill"}
 
     # The running server serves the new version without a restart.
     with openai.OpenAI(base_url=server.base_url, api_key=ADMIN_KEY, max_retries=0) as client:
         raw = client.chat.completions.with_raw_response.create(
-            model="tiny-student", messages=MESSAGES, max_tokens=6, temperature=0
+            model="distilled-tiny", messages=MESSAGES, max_tokens=6, temperature=0
         )
-        assert raw.headers["x-stratum-model-version"] == "tiny-student@1"
+        assert raw.headers["x-stratum-model-version"] == "distilled-tiny@1"
         reply = raw.parse()
         assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 6
 
@@ -84,12 +84,12 @@ def test_onnx_export_is_checked_registered_and_not_served_by_the_engine(
 ) -> None:
     held_out, _ = _texts(tmp_path)
     done = server.cli(
-        "compress", "onnx", "tiny@1", "--name", "tiny-onnx", "--texts", str(held_out), "--json", timeout=300
+        "compress", "onnx", "tiny@1", "--name", "onnx-tiny", "--texts", str(held_out), "--json", timeout=300
     )
     report = json.loads(done.stdout)
-    assert report["version"] == "tiny-onnx@1" and report["parent"] == "tiny@1"
+    assert report["version"] == "onnx-tiny@1" and report["parent"] == "tiny@1"
     assert report["format"] == "onnx" and report["onnx_max_abs_diff"] < 1e-3
-    shown = json.loads(server.cli("models", "show", "tiny-onnx", "--json").stdout)
+    shown = json.loads(server.cli("models", "show", "onnx-tiny", "--json").stdout)
     version = shown["versions"][-1]
     assert version["metadata"]["variant"] == "onnx"
     assert (Path(version["artifact_uri"]) / "model.onnx").is_file()
@@ -98,7 +98,7 @@ def test_onnx_export_is_checked_registered_and_not_served_by_the_engine(
     # and it does not take the server down (the parent still answers).
     with openai.OpenAI(base_url=server.base_url, api_key=ADMIN_KEY, max_retries=0) as client:
         with pytest.raises(openai.BadRequestError) as refused:
-            client.chat.completions.create(model="tiny-onnx", messages=MESSAGES, max_tokens=4)
+            client.chat.completions.create(model="onnx-tiny", messages=MESSAGES, max_tokens=4)
         assert client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4).choices
     assert refused.value.code == "unsupported_model_format" and "ONNX" in refused.value.message
 

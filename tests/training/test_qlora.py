@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,19 @@ from stratum.storage import Database
 from stratum.training import model as parts
 from stratum.training import sft
 from stratum.training.config import TrainConfig
+from tests.conftest import fresh_database
 from tests.tiny import reference_greedy
 from tests.training.test_methods import _context
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    """SQLite only: these runs test training, not the store (the jobs and registry suites run on
+    both backends), and each costs tens of seconds of CPU per backend."""
+    with fresh_database("sqlite", tmp_path) as database:
+        database.migrate()
+        yield database
+
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
