@@ -187,3 +187,13 @@ def test_the_thread_executor_fake_runs_a_job_in_process(db: Database, tmp_path: 
         worker.tick()
         time.sleep(0.02)
     assert jobs.get(job.id).result == {"steps": 2} and "step 2/2 线程" in jobs.logs(job.id).text
+
+
+def test_list_by_config_value_is_filtered_in_the_store(jobs: JobService) -> None:
+    # The matching job is the oldest: a filter applied after the limit would never see it.
+    wanted = _submit(jobs, config={"seconds": 0, "message": "知识库-甲"})
+    for _ in range(3):
+        _submit(jobs, config={"seconds": 0, "message": "知识库-乙"})
+    found = jobs.list_jobs(kind="sleep", config={"message": "知识库-甲"}, limit=1)
+    assert [job.id for job in found] == [wanted]
+    assert jobs.list_jobs(config={"message": "无"}) == []

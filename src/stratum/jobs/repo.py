@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
@@ -62,8 +64,10 @@ def list_public(
     org_id: str | None = None,
     status: str | None = None,
     kind: str | None = None,
+    config: Mapping[str, str] | None = None,
     limit: int = 100,
 ) -> list[JobPublic]:
+    """``config``: only jobs whose config has these string values (e.g. ``{"kb_id": ...}``)."""
     query = _with_project()
     if project_id is not None:
         query = query.where(JobRow.project_id == project_id)
@@ -73,6 +77,8 @@ def list_public(
         query = query.where(JobRow.status == status)
     if kind is not None:
         query = query.where(JobRow.kind == kind)
+    for key, value in (config or {}).items():
+        query = query.where(JobRow.config[key].as_string() == value)
     query = query.order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit)
     return [public(*found) for found in session.execute(query).all()]
 

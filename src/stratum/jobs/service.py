@@ -82,9 +82,10 @@ class JobService:
         org_id: str | None = None,
         status: str | None = None,
         kind: str | None = None,
+        config: Mapping[str, str] | None = None,
         limit: int = 100,
     ) -> list[JobPublic]:
-        """Newest first, optionally of one project (path or id), org, status or kind."""
+        """Newest first, optionally of one project (path or id), org, status, kind or config values."""
         if status is not None and status not in JOB_STATUSES:
             raise InvalidRequest(
                 f"status must be one of {', '.join(JOB_STATUSES)}, got {status!r}", param="status"
@@ -93,7 +94,13 @@ class JobService:
             if project is not None:
                 project_id = find_project(session, project)[1].id
             return repo.list_public(
-                session, project_id=project_id, org_id=org_id, status=status, kind=kind, limit=limit
+                session,
+                project_id=project_id,
+                org_id=org_id,
+                status=status,
+                kind=kind,
+                config=config,
+                limit=limit,
             )
 
     def cancel(self, job_id: str) -> JobPublic:

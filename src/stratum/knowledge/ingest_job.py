@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -168,29 +168,38 @@ ACTIVE = ("queued", "running")
 _STATES = {"queued": "queued", "running": "running", "succeeded": "done", "failed": "failed"}
 
 
-def kb_jobs(jobs: Any, kb: KbPublic, *, limit: int = 200) -> list[JobPublic]:
-    """The KB's ingest jobs, newest first (``jobs`` is a ``JobService``)."""
-    found = jobs.list_jobs(project_id=kb.project_id, kind=KIND, limit=limit)
-    return [job for job in found if job.config.get("kb_id") == kb.id]
+def kb_jobs(jobs: Any, kb: KbPublic, *, status: str | None = None, limit: int = 200) -> list[JobPublic]:
+    """The KB's ingest jobs, newest first (``jobs`` is a ``JobService``), filtered in the store so
+    other KBs' jobs in the project never crowd them out of ``limit``."""
+    return cast(
+        list[JobPublic],
+        jobs.list_jobs(
+            project_id=kb.project_id, kind=KIND, config={"kb_id": kb.id}, status=status, limit=limit
+        ),
+    )
+
+
+def active_jobs(jobs: Any, kb: KbPublic) -> list[JobPublic]:
+    """The KB's queued or running ingest jobs (at most one unless two submissions raced)."""
+    return [job for status in ACTIVE for job in kb_jobs(jobs, kb, status=status)]
 
 
 def check_idle(jobs: Any, kb: KbPublic) -> None:
     """``Conflict`` while an ingest job of the KB is queued or running (two runs would race)."""
-    for job in kb_jobs(jobs, kb, limit=50):
-        if job.status in ACTIVE:
-            raise Conflict(
-                f"knowledge base {kb.name} is already being ingested by job {job.id} ({job.status}); "
-                "wait for it or cancel it",
-                param="kb",
-            )
+    active = active_jobs(jobs, kb)
+    if active:
+        raise Conflict(
+            f"knowledge base {kb.name} is already being ingested by job {active[0].id} "
+            f"({active[0].status}); wait for it or cancel it",
+            param="kb",
+        )
 
 
 def cancel_all(jobs: Any, kb: KbPublic) -> None:
     """Cancel the KB's queued or running ingest jobs (the KB is being deleted)."""
-    for job in kb_jobs(jobs, kb, limit=50):
-        if job.status in ACTIVE:
-            with contextlib.suppress(Conflict):  # it finished in between
-                jobs.cancel(job.id)
+    for job in active_jobs(jobs, kb):
+        with contextlib.suppress(Conflict):  # it finished in between
+            jobs.cancel(job.id)
 
 
 def uploads_dir(artifacts_dir: Path, kb: KbPublic) -> Path:

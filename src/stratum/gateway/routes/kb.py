@@ -305,7 +305,7 @@ async def ingest_progress(
 ) -> IngestProgress:
     """Progress of the KB's latest ingest job (files, chunks, pages, ETA; ``idle`` if none)."""
     found = await resolve_kb(context, state, kb, project, "read")
-    latest = await anyio.to_thread.run_sync(lambda: ingest_job.kb_jobs(state.jobs, found, limit=20))
+    latest = await anyio.to_thread.run_sync(lambda: ingest_job.kb_jobs(state.jobs, found, limit=1))
     if latest:
         return ingest_job.progress_of(latest[0], found)
     return knowledge(state).progress.get(found.id) or IngestProgress(kb=found.name)
@@ -319,9 +319,8 @@ async def cancel_ingest(
     found = await resolve_kb(context, state, kb, project, "write")
 
     def cancel() -> IngestProgress:
-        for job in ingest_job.kb_jobs(state.jobs, found, limit=50):
-            if job.status in ingest_job.ACTIVE:
-                return ingest_job.progress_of(state.jobs.cancel(job.id), found)
+        for job in ingest_job.active_jobs(state.jobs, found):
+            return ingest_job.progress_of(state.jobs.cancel(job.id), found)
         raise Conflict(f"knowledge base {found.name} has no ingest queued or running", param="kb")
 
     return await anyio.to_thread.run_sync(cancel)
