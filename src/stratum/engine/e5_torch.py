@@ -52,8 +52,10 @@ from torch import nn
 
 from stratum.engine.base import EncodeKind, ModelInfo
 from stratum.engine.e5_file import E5Config, E5File, bundled_model_path
+from stratum.engine.e5_student import Student, bundled_student_path
 from stratum.engine.embeddings import (
     BUILTIN_ENCODER_NAME,
+    BUILTIN_STUDENT_NAME,
     _as_list,
     _c_safe,
     _check_kind,
@@ -104,18 +106,21 @@ class _E5Model(nn.Module):
     positions: torch.Tensor
     token_type: torch.Tensor
 
-    def __init__(self, weights: E5File) -> None:
+    def __init__(self, weights: E5File, layers: Sequence[int] | None = None) -> None:
         super().__init__()
         c = weights.config
         h = c.hidden
+        kept = list(range(c.layers)) if layers is None else list(layers)
         self.register_buffer("positions", torch.from_numpy(weights.tensor("emb.pos", (c.max_positions, h))))
         # Every input has token type 0, so only the first row of the type table is ever added.
         self.register_buffer("token_type", torch.from_numpy(weights.tensor("emb.type", (2 * h,))[:h]))
         self.embed_norm = nn.LayerNorm(h, eps=c.eps)
-        self.blocks: list[_Layer] = nn.ModuleList(_Layer(c) for _ in range(c.layers))  # type: ignore[assignment]
+        self.blocks: list[_Layer] = nn.ModuleList(_Layer(c) for _ in kept)  # type: ignore[assignment]
+        # A distilled student maps the pooled vector into its own space (None: the teacher).
+        self.head: nn.Linear | None = None
         with torch.no_grad():
             _set(self.embed_norm, weights, "emb.ln", h)
-            for i, block in enumerate(self.blocks):
+            for i, block in zip(kept, self.blocks, strict=True):
                 qkv = [weights.tensor(f"l{i}.{n}.w", (h, h)) for n in ("q", "k", "v")]
                 block.qkv.weight.copy_(torch.from_numpy(np.concatenate(qkv)))
                 block.qkv.bias.copy_(
@@ -139,7 +144,7 @@ class _E5Model(nn.Module):
             x = block(x, mask)
         keep = valid[..., None].to(torch.float32)
         pooled: torch.Tensor = (x.float() * keep).sum(1) / keep.sum(1)
-        return pooled
+        return pooled if self.head is None else self.head(pooled)
 
 
 def _set(module: nn.Module, weights: E5File, name: str, *shape: int) -> None:
@@ -189,6 +194,8 @@ class TorchE5Encoder:
 
     max_tokens = 512
     _PARAMETERS = 118_000_000
+    # Six of the twelve 1.77M-parameter layers dropped; the 96M-parameter word table stays.
+    _STUDENT_PARAMETERS = 107_400_000
 
     def __init__(
         self,
@@ -200,8 +207,11 @@ class TorchE5Encoder:
         threads: int | None = None,
         query_cache: int = DEFAULT_QUERY_CACHE,
         small_call_tokens: int = SMALL_CALL_TOKENS,
+        distilled: bool = False,
     ) -> None:
         self.precision = resolve_precision(precision)
+        # The six-layer student (``e5_student``): half the compute, its own vector space.
+        self.distilled = distilled
         self.dimensions = 384
         if passage_tokens is not None and not 16 <= passage_tokens <= self.max_tokens:
             raise InvalidRequest(f"passage_tokens must be 16..{self.max_tokens}, not {passage_tokens}")
@@ -216,7 +226,7 @@ class TorchE5Encoder:
         self._path = path
         self.info = ModelInfo(
             architecture="BertModel",
-            parameters=self._PARAMETERS,
+            parameters=self._STUDENT_PARAMETERS if distilled else self._PARAMETERS,
             context_length=self.max_tokens,
             tokenizer="XLM-RoBERTa SentencePiece (unigram)",
             extra={
@@ -226,7 +236,8 @@ class TorchE5Encoder:
                 "prefixes": dict(_PREFIX),
                 "long_inputs": f"truncated to {self.max_tokens} tokens"
                 + (f" ({self.passage_tokens} for passages)" if self.passage_tokens < self.max_tokens else ""),
-                "model": BUILTIN_ENCODER_NAME,
+                "model": BUILTIN_STUDENT_NAME if distilled else BUILTIN_ENCODER_NAME,
+                "layers": 6 if distilled else 12,
             },
         )
         # torch already spreads one batch over every core; the lock also guards the one-time load.
@@ -323,8 +334,13 @@ class TorchE5Encoder:
         """The model, built on first use. Call with ``self._lock`` held."""
         weights = self._weights()
         if self._model is None:
-            model = _E5Model(weights).eval()
+            student = Student(bundled_student_path()) if self.distilled else None
+            model = _E5Model(weights, student.layers if student else None).eval()
+            if student is not None:
+                model.head = student.apply(model)
             if self.precision == "bf16":
                 model = model.to(torch.bfloat16)
+                if model.head is not None:
+                    model.head.float()  # it maps the float32 pooled vector
             self._model = model
         return self._model, weights

@@ -9,7 +9,13 @@ from __future__ import annotations
 import logging
 
 from stratum.engine.base import Encoder
-from stratum.engine.embeddings import BUILTIN_ENCODER_NAME, BUILTIN_ENCODER_SOURCE, load_encoder
+from stratum.engine.embeddings import (
+    BUILTIN_ENCODER_NAME,
+    BUILTIN_ENCODER_SOURCE,
+    BUILTIN_STUDENT_NAME,
+    BUILTIN_STUDENT_SOURCE,
+    load_encoder,
+)
 from stratum.errors import ModelNotFound
 from stratum.registry.checksum import directory_checksum
 from stratum.registry.service import RegistryService
@@ -36,19 +42,37 @@ def register_builtin_models(settings: Settings, registry: RegistryService) -> li
             )
         preload.append(DEMO_MODEL_NAME)
     if settings.embeddings_model:
-        try:
-            registry.get_model(BUILTIN_ENCODER_NAME)
-        except ModelNotFound:
-            registry.add_model(
-                name=BUILTIN_ENCODER_NAME,
-                kind="embedding",
-                source="encoder",
-                path=BUILTIN_ENCODER_SOURCE,
-                metadata=_encoder_metadata(load_encoder(BUILTIN_ENCODER_SOURCE)),
-                description="Multilingual (Chinese + English) e5-small sentence encoder, bundled weights.",
-            )
+        for name, source, description in _BUILTIN_ENCODERS:
+            try:
+                registry.get_model(name)
+            except ModelNotFound:
+                registry.add_model(
+                    name=name,
+                    kind="embedding",
+                    source="encoder",
+                    path=source,
+                    metadata=_encoder_metadata(load_encoder(source)),
+                    description=description,
+                )
+        # The student loads on first use (a KB configured with it); the full model serves
+        # /v1/embeddings and the semantic cache by default.
         preload.append(BUILTIN_ENCODER_NAME)
     return preload
+
+
+_BUILTIN_ENCODERS = (
+    (
+        BUILTIN_ENCODER_NAME,
+        BUILTIN_ENCODER_SOURCE,
+        "Multilingual (Chinese + English) e5-small sentence encoder, bundled weights.",
+    ),
+    (
+        BUILTIN_STUDENT_NAME,
+        BUILTIN_STUDENT_SOURCE,
+        "Six-layer student of multilingual-e5-small, distilled towards it: about twice the "
+        "embedding speed, its own vector space.",
+    ),
+)
 
 
 def _latest_checksum(registry: RegistryService, name: str) -> str | None:

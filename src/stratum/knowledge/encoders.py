@@ -9,11 +9,11 @@ from stratum.storage import Database
 
 
 def load_kb_encoder(db: Database, name: str) -> Encoder:
-    from stratum.engine.embeddings import BUILTIN_ENCODER_NAME, BUILTIN_ENCODER_SOURCE, load_encoder
+    from stratum.engine.embeddings import BUILTIN_ENCODER_SOURCE, BUILTIN_ENCODERS, load_encoder
     from stratum.registry.service import RegistryService
 
-    if name == BUILTIN_ENCODER_NAME:
-        return load_encoder(BUILTIN_ENCODER_SOURCE)
+    if name in BUILTIN_ENCODERS:
+        return load_encoder(BUILTIN_ENCODERS[name])
     version = RegistryService(db).resolve(name)
     if version.kind != "embedding":
         raise InvalidRequest(f"{name} is not an embedding model", param="settings.embedding_model")
