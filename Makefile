@@ -36,7 +36,7 @@ test: install-dev
 
 # Unit tests only, no services (quick feedback while developing).
 test-fast: install-dev
-	$(BIN)/pytest -q -m "not postgres and not slow" tests
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q -m "not postgres and not slow" tests
 
 # Gateway overhead vs a mock upstream (closed loop, and open loop at 100/500 req/s offered) and
 # engine over HTTP (run.py); engine core in-process; multi-LoRA memory and mixed-batch throughput
