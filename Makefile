@@ -8,7 +8,7 @@ TORCH  := torch==2.13.0
 # two cores; Python compiles what is actually imported on first use instead.
 PIP    := $(BIN)/pip install --quiet --no-compile
 
-.PHONY: install install-dev run test test-fast bench lint format clean
+.PHONY: install install-dev run test test-slow test-fast bench lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,14 @@ run: install
 test: install-dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/test.sh
 
+# The tests `make test` leaves out: second variants (the other database backend, ...) of heavy flows
+# that `make test` already runs once. Same services and lint as `make test`.
+test-slow: install-dev
+	PATH="$(CURDIR)/$(BIN):$$PATH" TEST_MARKERS=extra bash scripts/test.sh
+
 # Unit tests only, no services (quick feedback while developing).
 test-fast: install-dev
-	$(BIN)/pytest -q -m "not postgres and not slow" tests
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q -m "not postgres and not slow" tests
 
 # Gateway overhead vs a mock upstream (closed loop, and open loop at 100/500 req/s offered) and
 # engine over HTTP (run.py); engine core in-process; multi-LoRA memory and mixed-batch throughput

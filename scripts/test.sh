@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the whole suite: lint, then pytest with a throwaway PostgreSQL cluster and Redis server that are
+# Run the suite: lint, then pytest with a throwaway PostgreSQL cluster and Redis server that are
 # always removed (redis-server is installed first if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 ruff check src tests benchmarks
 ruff format --check src tests benchmarks
 lint-imports
+
+# Every `stratum serve`, CLI run and training child the suite starts imports torch and transformers
+# again: without cached bytecode each one compiles them from source (~10 s of CPU, 3x slower CLI
+# runs). Some environments set PYTHONDONTWRITEBYTECODE; the first import writes the cache instead.
+unset PYTHONDONTWRITEBYTECODE
 
 bash scripts/services.sh redis
 
@@ -17,8 +22,10 @@ REDIS_URL=$(bash scripts/redis-test.sh start)
 export STRATUM_TEST_REDIS_URL="$REDIS_URL"
 export HF_HUB_OFFLINE=1
 
+# `make test` leaves out the tests marked `extra` (second variants of heavy flows it already runs);
+# `make test-slow` runs just those (TEST_MARKERS=extra).
 set +e
-pytest -q --timeout=600 --durations=25 tests "$@"
+pytest -q --timeout=600 --durations=25 -m "${TEST_MARKERS:-not extra}" tests "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

@@ -51,7 +51,7 @@ def test_sft_job_through_the_api_ends_as_a_served_adapter(tmp_path: Path, tiny_m
             "running",
         ):
             assert time.monotonic() < deadline, server.output()[-3000:]
-            time.sleep(1)
+            time.sleep(0.25)
         assert job["status"] == "succeeded", (job["error"], server.cli("jobs", "logs", job_id).stdout[-3000:])
         assert job["progress"]["step"] == 4 and job["metrics"]["tokens_per_s"] > 0
         assert job["result"]["model"] == "faq-lora@1"

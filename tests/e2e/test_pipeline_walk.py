@@ -134,8 +134,10 @@ def test_import_clean_train_kill_resume_register_gate_serve(tmp_path: Path) -> N
 
     # 2. A LoRA SFT job on an external worker, killed mid-run, resumed by a new worker.
     config = tmp_path / "lora.yaml"
+    # Steps take ~60 ms here and the kill lands ~10 steps after the first checkpoint (step 10), so
+    # 150 steps leave a wide margin; the resumed attempt trains the rest (400 steps cost ~15 s more).
     config.write_text(
-        "base: base@1\ndataset: faq@3\noutput: faq-lora\nmax_steps: 400\ncheckpoint_every: 10\n"
+        "base: base@1\ndataset: faq@3\noutput: faq-lora\nmax_steps: 150\ncheckpoint_every: 10\n"
         "batch_size: 2\nmax_length: 64\nseed: 7\n",
         encoding="utf-8",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +59,14 @@ class Gateway:
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[Gateway]:
-    settings = Settings(home=tmp_path / "home", demo_model=False, embeddings_model=False)
+    with running_gateway(tmp_path / "home") as holder:
+        yield holder
+
+
+@contextmanager
+def running_gateway(home: Path) -> Iterator[Gateway]:
+    """A gateway on a fresh store under ``home`` (also for module-scoped fixtures of read-only tests)."""
+    settings = Settings(home=home, demo_model=False, embeddings_model=False)
     holder = Gateway(client=None, key="")  # type: ignore[arg-type]
 
     def factory(version: ModelVersionPublic):  # type: ignore[no-untyped-def]

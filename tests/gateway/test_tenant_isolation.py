@@ -6,6 +6,9 @@ The table is read from the router: a new admin route is covered, or fails
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
 from fastapi.routing import APIRoute
 
@@ -13,7 +16,7 @@ from stratum.gateway.routes import admin, databases, datasets, guard, jobs, rout
 from stratum.gateway.routes.kb import router as kb_router
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from stratum.knowledge.schemas import KbCreate
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import Gateway, running_gateway
 
 # A valid body per route, so every request reaches the authorisation step.
 BODIES = {
@@ -61,6 +64,33 @@ TENANT_ROUTES = [r for r in ADMIN_ROUTES if "{org}" in r[1]]
 
 @pytest.fixture
 def tenants(gateway: Gateway) -> dict[str, object]:
+    return _make_tenants(gateway)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, dict[str, object]]]:
+    """One gateway and tenant set for the ~230 denial cases below, instead of one per case.
+
+    Safe to share: every request in those tests must be refused (403) before it touches anything, and a
+    request that got through would fail its own test. The knowledge base each KB test used to create
+    is created here, once in org B and once in project A's sibling.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        # What tests/conftest.py's autouse fixture does per test, for the lifetime of this module.
+        for name in list(os.environ):
+            if name.startswith("STRATUM_") and not name.startswith("STRATUM_TEST_"):
+                patch.delenv(name)
+        home = tmp_path_factory.mktemp("tenant-isolation")
+        patch.setenv("STRATUM_HOME", str(home / "home"))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        with running_gateway(home / "home") as gateway:
+            tenants = _make_tenants(gateway)
+            gateway.state.knowledge.create(KbCreate(name="b-docs"), project="org-b/proj-b")
+            gateway.state.knowledge.create(KbCreate(name="b-docs"), project="org-a/proj-a2")
+            yield gateway, tenants
+
+
+def _make_tenants(gateway: Gateway) -> dict[str, object]:
     state = gateway.state
     for org in ("org-a", "org-b"):
         state.tenancy.create_org(OrgCreate(name=org))
@@ -121,8 +151,9 @@ def test_every_admin_route_is_covered() -> None:
 @pytest.mark.parametrize(("method", "path"), TENANT_ROUTES)
 @pytest.mark.parametrize("who", ["developer", "viewer", "org_admin"])
 def test_project_a_keys_never_reach_org_b(
-    gateway: Gateway, tenants: dict[str, object], method: str, path: str, who: str
+    shared: tuple[Gateway, dict[str, object]], method: str, path: str, who: str
 ) -> None:
+    gateway, tenants = shared
     key = tenants["keys"][who]  # type: ignore[index]
     for target in ({}, {"project": "no-such-project"}, {"org": "no-such-org"}):
         response = _call(gateway, method, path, key, key_id=str(tenants["b_key_id"]), **target)
@@ -134,8 +165,9 @@ def test_project_a_keys_never_reach_org_b(
 @pytest.mark.parametrize(("method", "path"), [r for r in TENANT_ROUTES if "{project}" in r[1]])
 @pytest.mark.parametrize("who", ["developer", "viewer"])
 def test_project_keys_never_reach_a_sibling_project(
-    gateway: Gateway, tenants: dict[str, object], method: str, path: str, who: str
+    shared: tuple[Gateway, dict[str, object]], method: str, path: str, who: str
 ) -> None:
+    gateway, tenants = shared
     key = tenants["keys"][who]  # type: ignore[index]
     response = _call(gateway, method, path, key, org="org-a", project="proj-a2")
     assert response.status_code == 403
@@ -297,9 +329,9 @@ def _kb_call(gateway: Gateway, method: str, path: str, key: str, project: str): 
 @pytest.mark.parametrize(("method", "path"), KB_ROUTES)
 @pytest.mark.parametrize("who", ["developer", "viewer", "org_admin"])
 def test_project_a_keys_never_reach_org_b_knowledge_bases(
-    gateway: Gateway, tenants: dict[str, object], method: str, path: str, who: str
+    shared: tuple[Gateway, dict[str, object]], method: str, path: str, who: str
 ) -> None:
-    gateway.state.knowledge.create(KbCreate(name="b-docs"), project="org-b/proj-b")
+    gateway, tenants = shared  # org B's "b-docs" exists
     key = tenants["keys"][who]  # type: ignore[index]
     for project in ("org-b/proj-b", "org-b/no-such-project", "no-such-org/p", "not-a-path"):
         response = _kb_call(gateway, method, path, key, project)
@@ -311,9 +343,9 @@ def test_project_a_keys_never_reach_org_b_knowledge_bases(
 @pytest.mark.parametrize(("method", "path"), KB_ROUTES)
 @pytest.mark.parametrize("who", ["developer", "viewer"])
 def test_project_keys_never_reach_a_sibling_projects_knowledge_bases(
-    gateway: Gateway, tenants: dict[str, object], method: str, path: str, who: str
+    shared: tuple[Gateway, dict[str, object]], method: str, path: str, who: str
 ) -> None:
-    gateway.state.knowledge.create(KbCreate(name="b-docs"), project="org-a/proj-a2")
+    gateway, tenants = shared  # proj-a2's "b-docs" exists
     response = _kb_call(gateway, method, path, tenants["keys"][who], "org-a/proj-a2")  # type: ignore[index]
     assert response.status_code == 403
     assert response.json()["error"]["rule"] == "tenancy.project"

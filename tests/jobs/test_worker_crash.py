@@ -56,7 +56,8 @@ def test_a_killed_worker_loses_its_job_to_another(tmp_path: Path) -> None:
         [STRATUM, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        _wait(lambda: show()["status"] == "running" and "step" in show()["progress"])  # type: ignore[operator]
+        # One `stratum jobs show` per poll (each is a process start-up).
+        _wait(lambda: (s := show())["status"] == "running" and "step" in s["progress"])  # type: ignore[operator]
         found = re.search(r"started, pid (\d+)", cli("jobs", "logs", job["id"]))
         assert found is not None
         child = int(found.group(1))
@@ -72,7 +73,7 @@ def test_a_killed_worker_loses_its_job_to_another(tmp_path: Path) -> None:
         [STRATUM, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        _wait(lambda: show()["attempts"] == 2 and show()["status"] == "running")
+        _wait(lambda: (s := show())["attempts"] == 2 and s["status"] == "running")
         assert "stopped heart-beating during attempt 1" in str(show()["error"])
     finally:
         second.send_signal(signal.SIGTERM)

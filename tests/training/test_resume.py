@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,24 @@ from stratum.registry.lineage import LineageService
 from stratum.registry.service import RegistryService
 from stratum.settings import Settings
 from stratum.storage import Database
+from tests.conftest import fresh_database
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        # ~50 s per backend; SQLite kill/resume also runs in test_distributed.py and the e2e pipeline walk.
+        pytest.param("sqlite", marks=pytest.mark.extra),
+    ]
+)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """The full flow on PostgreSQL in `make test`; the SQLite run is `extra` (`make test-slow`)."""
+    with fresh_database(request.param, tmp_path) as database:
+        database.migrate()
+        yield database
+
 
 KINDS = dict(BUILTIN_KINDS) | {
     "sft-slow": JobKind("tests.training.handlers:slow_sft", "stratum.training.config:validate_sft")
