@@ -20,6 +20,9 @@ the FFN output projection ruins quality (its post-GELU input has outlier channel
 fell to ~0.97, ~0.996 with that projection kept in float). ONNX Runtime int8 was no better (about
 bf16's speed, cosine ~0.984). ``benchmarks/embed_bench.py --int8 --onnx`` repeats the measurement.
 
+``distilled=True`` runs the six-layer student instead (``stratum.engine.e5_student``,
+``multilingual-e5-small-6l``): half the layers, about twice the speed, its own vector space.
+
 Long texts are truncated to their first 512 tokens (prefix, <s> and </s> included), like
 sentence-transformers and like ``E5Encoder`` (which truncates characters; the last token of a
 cut text can therefore differ). ``passage_tokens`` lowers that cap for passages only (a shorter
