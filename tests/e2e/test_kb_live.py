@@ -156,3 +156,63 @@ def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> No
     )
     assert [r["config"].split()[1] for r in report] == ["hybrid", "bm25"]
     assert report[0]["hit@5"] >= 0.8 and report[0]["answer_recall"] >= 0.7
+
+
+def test_a_kb_on_the_six_layer_student_from_cli_to_sdk(tmp_path: Path) -> None:
+    """The faster encoder as a user meets it: chosen at `kb create`, ingested and compared with the
+    full e5 through `kb eval --against`, served by a real server to the `openai` SDK."""
+    home = tmp_path / "home"
+    folder = tmp_path / "资料"
+    folder.mkdir()
+    for name in FILES:
+        shutil.copy(CORPUS / name, folder / name)
+    env = {**os.environ, "STRATUM_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    _cli(env, "orgs", "create", "acme")
+    _cli(env, "projects", "create", "acme/bot")
+    _cli(env, "kb", "create", "全量", "--project", "acme/bot", "--chunk-size", "128")
+    created = json.loads(
+        _cli(
+            env, "kb", "create", "快速", "--project", "acme/bot", "--chunk-size", "128",
+            "--embedding-model", "multilingual-e5-small-6l", "--json",
+        ).stdout
+    )  # fmt: skip
+    assert created["settings"]["embedding_model"] == "multilingual-e5-small-6l"
+    for kb in ("全量", "快速"):
+        done = json.loads(_cli(env, "kb", "ingest", kb, str(folder), "--json").stdout)
+        assert done["state"] == "done" and done["files_done"] == len(FILES), done
+
+    found = json.loads(
+        _cli(env, "kb", "search", "快速", "X1 音箱保修多久？", "--mode", "dense", "--json").stdout
+    )
+    assert found["hits"][0]["source"] == "x1_manual.pdf" and "两年" in found["hits"][0]["text"]
+
+    questions = tmp_path / "questions.jsonl"
+    lines = (CORPUS / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    questions.write_text(
+        "\n".join(line for line in lines if json.loads(line)["expected_source"] in FILES), encoding="utf-8"
+    )
+    report = json.loads(
+        _cli(
+            env, "kb", "eval", "全量", str(questions), "--compare", "dense", "--against", "快速", "--json"
+        ).stdout
+    )
+    assert [r["config"] for r in report] == [
+        "全量 dense (chunk 128, multilingual-e5-small)",
+        "快速 dense (chunk 128, multilingual-e5-small-6l)",
+    ]
+    assert all(r["hit@5"] >= 0.8 for r in report), report
+
+    key = json.loads(_cli(env, "keys", "create", "acme/bot", "--role", "developer", "--json").stdout)["key"]
+    server = start_server(home, extra_env={"OMP_NUM_THREADS": "1"})
+    try:
+        client = OpenAI(base_url=server.base_url, api_key=key)
+        assert "multilingual-e5-small-6l" in {m.id for m in client.models.list()}
+        reply = client.chat.completions.create(
+            model="kb/快速",
+            messages=[{"role": "user", "content": "新买的 X1 智能音箱保修多长时间？"}],
+        )
+        citations = (reply.model_extra or {})["citations"]
+        content = reply.choices[0].message.content or ""
+        assert citations[0]["source"] == "x1_manual.pdf" and "两年" in content
+    finally:
+        stop_server(server)

@@ -293,7 +293,8 @@ def evaluate(
                 ) -> object:
                     return service.search(found, request.model_copy(update={"mode": mode}), encoder=encoder)
 
-                label = f"{found.name} {mode} (chunk {found.settings.chunk_size})"
+                settings = found.settings
+                label = f"{found.name} {mode} (chunk {settings.chunk_size}, {settings.embedding_model})"
                 reports.append(evaluate(label, items, run, k=k))  # type: ignore[arg-type]
     if as_json:
         typer.echo(dump_reports(reports))
