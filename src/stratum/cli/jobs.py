@@ -102,6 +102,10 @@ def submit(
     memory_mb: Annotated[int, typer.Option("--memory-mb", min=1, help="Memory it needs, in MB.")] = 1024,
     gpus: Annotated[int, typer.Option("--gpus", min=0, help="GPUs it needs (GPU pool).")] = 0,
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Attempts before failing.")] = 2,
+    exclusive_key: Annotated[
+        str | None,
+        typer.Option("--exclusive-key", help="Refuse the job while a queued or running job holds this key."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Queue a job; a worker starts it when a slot that fits is free."""
@@ -114,6 +118,7 @@ def submit(
         priority=priority,
         resources=Resources(cpu_threads=cpu_threads, memory_mb=memory_mb, gpus=gpus),
         max_attempts=max_attempts,
+        exclusive_key=exclusive_key,
     )
     with job_service() as jobs:
         job = jobs.submit(spec, project=project, actor=cli_actor())

@@ -2,7 +2,10 @@
 
 A kind names a ``run(context)`` function executed in a job's child process, and optionally a
 ``validate(config) -> dict`` called at submit time (it must be cheap: no torch), so a bad config is
-a 400 at submit rather than a failed job later.
+a 400 at submit rather than a failed job later. A kind whose jobs must not run two at a time on
+the same thing also names an ``exclusive(config) -> str`` giving the job's exclusive key
+(``JobSubmit.exclusive_key``): the store then refuses a second queued or running job with that key,
+whichever route submitted it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from stratum.errors import InvalidRequest
 class JobKind:
     run: str
     validate: str | None = None
+    exclusive: str | None = None
 
 
 BUILTIN_KINDS: Mapping[str, JobKind] = {
@@ -26,7 +30,11 @@ BUILTIN_KINDS: Mapping[str, JobKind] = {
     "dpo": JobKind("stratum.training.dpo:run", "stratum.training.config:validate_dpo"),
     "sleep": JobKind("stratum.jobs.builtin:sleep", "stratum.jobs.builtin:validate_sleep"),
     "eval": JobKind("stratum.evals.job:run", "stratum.evals.job:validate"),
-    "kb_ingest": JobKind("stratum.knowledge.ingest_job:run", "stratum.knowledge.ingest_job:validate"),
+    "kb_ingest": JobKind(
+        "stratum.knowledge.ingest_job:run",
+        "stratum.knowledge.ingest_job:validate",
+        "stratum.knowledge.ingest_job:exclusive",
+    ),
 }
 
 
@@ -60,3 +68,12 @@ def validate(kinds: Mapping[str, JobKind], kind: str, config: dict[str, Any]) ->
         ) from exc
     normalised: dict[str, Any] = checker(config)
     return normalised
+
+
+def exclusive_key(kinds: Mapping[str, JobKind], kind: str, config: dict[str, Any]) -> str | None:
+    """The exclusive key a ``kind`` derives from its (validated) ``config``, or ``None``."""
+    spec = kinds.get(kind)
+    if spec is None or spec.exclusive is None:
+        return None
+    key: str | None = load(spec.exclusive)(config)
+    return key

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from stratum.errors import NotFound
 from stratum.governance.tables import OrgRow, ProjectRow
-from stratum.jobs.schemas import JobPublic, Resources
+from stratum.jobs.schemas import ACTIVE, JobPublic, Resources
 from stratum.jobs.tables import JobRow
 
 
@@ -41,6 +41,7 @@ def public(row: JobRow, org: str | None, project: str | None) -> JobPublic:
         metrics=row.metrics,
         result=row.result,
         error=row.error,
+        exclusive_key=row.exclusive_key,
         created_by=row.created_by,
         created_at=row.created_at,
         started_at=row.started_at,
@@ -81,6 +82,14 @@ def list_public(
         query = query.where(JobRow.config[key].as_string() == value)
     query = query.order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit)
     return [public(*found) for found in session.execute(query).all()]
+
+
+def holder(session: Session, key: str) -> JobPublic | None:
+    """The queued or running job holding ``key``, if any."""
+    found = session.execute(
+        _with_project().where(JobRow.exclusive_key == key, JobRow.status.in_(ACTIVE))
+    ).first()
+    return None if found is None else public(*found)
 
 
 def locked(session: Session, job_id: str) -> JobRow:

@@ -10,11 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
+# The states in which a job holds its ``exclusive_key`` (``tables.ACTIVE_CLAUSE`` in the store).
+ACTIVE: tuple[JobStatus, ...] = ("queued", "running")
 
 # Far beyond one machine, yet small enough that a typo (memory in bytes) is caught.
 _MAX_THREADS = 1024
 _MAX_MEMORY_MB = 4 * 1024 * 1024
 _MAX_GPUS = 64
+# Leaves room in the column (255) for the jobs API's ``project:<32-char id>:`` scope prefix.
+_MAX_EXCLUSIVE_KEY = 128
 
 
 class Resources(BaseModel):
@@ -42,6 +46,13 @@ class JobSubmit(BaseModel):
     priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
     resources: Resources = Field(default_factory=Resources)
     max_attempts: int = Field(default=2, ge=1, le=100, description="Attempts before the job fails.")
+    exclusive_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=_MAX_EXCLUSIVE_KEY,
+        description="At most one queued or running job holds a key: submitting a second one is a 409 "
+        "naming the holder. Some kinds set their own (kb_ingest: one ingest per knowledge base).",
+    )
 
 
 class Progress(BaseModel):
@@ -72,6 +83,7 @@ class JobPublic(BaseModel):
     metrics: dict[str, Any]
     result: dict[str, Any]
     error: str | None
+    exclusive_key: str | None = None
     created_by: str
     created_at: datetime
     started_at: datetime | None

@@ -9,6 +9,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from stratum.errors import Conflict, InvalidRequest
 from stratum.governance.tenancy import find_project
@@ -18,6 +21,9 @@ from stratum.jobs.schemas import FINISHED, JOB_STATUSES, JobLogs, JobPublic, Job
 from stratum.jobs.tables import JobRow
 from stratum.storage import Database, utcnow
 
+# Submissions of a keyed job: a refused insert whose holder finished before we could name it is tried
+# once more (the key is free now); a second refusal with no holder is not the key's doing.
+_KEY_ATTEMPTS = 2
 # A log read returns at most this much (the CLI and API page through bigger logs with the offset).
 MAX_LOG_BYTES = 1024 * 1024
 
@@ -31,6 +37,20 @@ def log_path(jobs_dir: Path, job_id: str) -> Path:
     return job_dir(jobs_dir, job_id) / "job.log"
 
 
+class ExclusiveKeyHeld(Conflict):
+    """Another queued or running job (``holder``) holds the exclusive key of the job being queued."""
+
+    code = "exclusive_key_held"
+
+    def __init__(self, key: str, holder: JobPublic) -> None:
+        super().__init__(
+            f"job {holder.id} ({holder.status}) holds exclusive key {key!r}; wait for it or cancel it",
+            param="exclusive_key",
+        )
+        self.key = key
+        self.holder = holder
+
+
 class JobService:
     def __init__(
         self, db: Database, *, jobs_dir: Path, kinds: Mapping[str, job_kinds.JobKind] | None = None
@@ -40,8 +60,29 @@ class JobService:
         self.kinds = dict(job_kinds.BUILTIN_KINDS if kinds is None else kinds)
 
     def submit(self, spec: JobSubmit, *, project: str | None = None, actor: str = "system") -> JobPublic:
-        """Validate ``spec.config`` with its kind and queue the job (in ``project``, ORG/PROJECT)."""
+        """Validate ``spec.config`` with its kind and queue the job (in ``project``, ORG/PROJECT).
+
+        ``ExclusiveKeyHeld`` (409) while another queued or running job holds the job's exclusive
+        key: the kind's own key if it derives one, else ``spec.exclusive_key``."""
         config = job_kinds.validate(self.kinds, spec.kind, spec.config)
+        key = job_kinds.exclusive_key(self.kinds, spec.kind, config) or spec.exclusive_key
+        for attempt in range(_KEY_ATTEMPTS):
+            try:
+                return self._insert(spec, config, key=key, project=project, actor=actor)
+            except IntegrityError:
+                # The transaction rolled back: nothing of this submission was written.
+                if key is None:
+                    raise
+                holder = self._holder(key)
+                if holder is not None:
+                    raise ExclusiveKeyHeld(key, holder) from None
+                if attempt + 1 == _KEY_ATTEMPTS:
+                    raise  # no holder twice in a row: not the key's index that refused the row
+        raise AssertionError("unreachable")
+
+    def _insert(
+        self, spec: JobSubmit, config: dict[str, Any], *, key: str | None, project: str | None, actor: str
+    ) -> JobPublic:
         job_id = secrets.token_hex(8)
         with self._db.session() as session:
             project_id = find_project(session, project)[1].id if project else None
@@ -63,12 +104,17 @@ class JobService:
                     progress={},
                     metrics={},
                     result={},
+                    exclusive_key=key,
                     created_by=actor,
                     created_at=utcnow(),
                 )
             )
             session.flush()
             return repo.get_public(session, job_id)
+
+    def _holder(self, key: str) -> JobPublic | None:
+        with self._db.session(write=False) as session:
+            return repo.holder(session, key)
 
     def get(self, job_id: str) -> JobPublic:
         with self._db.session(write=False) as session:
@@ -119,22 +165,31 @@ class JobService:
 
     def retry(self, job_id: str) -> JobPublic:
         """Queue a failed or cancelled job again, with one more attempt allowed. A training job
-        resumes from its last checkpoint (its directory is kept)."""
-        with self._db.session() as session:
-            row = repo.locked(session, job_id)
-            if row.status not in ("failed", "cancelled"):
-                raise Conflict(
-                    f"only failed or cancelled jobs can be retried; job {job_id} is {row.status}",
-                    param="job_id",
-                )
-            row.status = "queued"
-            row.cancel_requested = False
-            row.worker_id = None
-            row.lease_expires_at = None
-            row.finished_at = None
-            row.max_attempts = max(row.max_attempts, row.attempts + 1)
-            session.flush()
-            return repo.get_public(session, job_id)
+        resumes from its last checkpoint (its directory is kept). ``ExclusiveKeyHeld`` (409, the job
+        stays as it was) while another queued or running job holds the job's exclusive key."""
+        key: str | None = None
+        try:
+            with self._db.session() as session:
+                row = repo.locked(session, job_id)
+                if row.status not in ("failed", "cancelled"):
+                    raise Conflict(
+                        f"only failed or cancelled jobs can be retried; job {job_id} is {row.status}",
+                        param="job_id",
+                    )
+                key = row.exclusive_key
+                row.status = "queued"
+                row.cancel_requested = False
+                row.worker_id = None
+                row.lease_expires_at = None
+                row.finished_at = None
+                row.max_attempts = max(row.max_attempts, row.attempts + 1)
+                session.flush()
+                return repo.get_public(session, job_id)
+        except IntegrityError:
+            holder = None if key is None else self._holder(key)
+            if key is None or holder is None:
+                raise
+            raise ExclusiveKeyHeld(key, holder) from None
 
     def logs(self, job_id: str, *, offset: int = 0, tail: int | None = None) -> JobLogs:
         """The job's log from byte ``offset`` (or its last ``tail`` lines), as UTF-8 text."""

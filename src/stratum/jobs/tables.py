@@ -4,6 +4,11 @@ A job is a row; its state machine is ``queued → running → succeeded | failed
 ``running → queued`` when an attempt fails and attempts remain, or when the worker holding it went
 silent past its lease. ``attempts`` counts the attempts started; the worker holding an attempt is
 ``worker_id`` and every write it makes is fenced on ``(worker_id, attempts)``.
+
+Exclusive keys (migration 0016): a partial unique index lets at most one queued or running job hold
+an ``exclusive_key`` (e.g. ``kb_ingest:<kb id>``: one ingest per knowledge base). The store enforces
+it, so two racing submissions cannot both pass. Moves between ``queued`` and ``running`` stay inside
+the index's states and never conflict; only a job (re)entering them (submit, retry) can.
 """
 
 from __future__ import annotations
@@ -11,15 +16,29 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stratum.storage import Base, utcnow
 
+# The states in which a job holds its exclusive key (``schemas`` spells them for the service).
+ACTIVE_CLAUSE = "status IN ('queued', 'running')"
+# A kind's key (``kb_ingest:<32-char id>``) or a project-scoped key from the jobs API.
+EXCLUSIVE_KEY_LENGTH = 255
+
 
 class JobRow(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_priority", "status", "priority", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_priority", "status", "priority", "created_at"),
+        Index(
+            "ix_jobs_exclusive_key_active",
+            "exclusive_key",
+            unique=True,
+            sqlite_where=text(ACTIVE_CLAUSE),
+            postgresql_where=text(ACTIVE_CLAUSE),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     # Jobs belong to a project; NULL for platform jobs submitted from the CLI without one.
@@ -43,6 +62,8 @@ class JobRow(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+    # At most one queued or running job per key (the partial unique index above); NULL: no key.
+    exclusive_key: Mapped[str | None] = mapped_column(String(EXCLUSIVE_KEY_LENGTH))
     created_by: Mapped[str] = mapped_column(String(64), default="system")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

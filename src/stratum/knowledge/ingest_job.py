@@ -14,6 +14,10 @@ job (SIGTERM), a killed child or a killed worker (the lease expires, the job is 
 committed batches only; the next attempt (or ``stratum jobs retry``) re-runs the same config and
 resumes every partial document — no duplicate and no lost chunks.
 
+One ingest per KB at a time: every ``kb_ingest`` job holds the exclusive key ``kb_ingest:<kb id>``
+(``exclusive``), so the store refuses a second queued or running one whichever route submits it,
+even when two submissions race past ``check_idle`` (the friendly early answer) together.
+
 ``server_paths`` end in ``_paths`` so that the jobs API lets only platform admins submit them
 directly; the KB routes check ``STRATUM_KB_INGEST_ROOT`` or store uploads themselves.
 """
@@ -30,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from stratum.engine.base import Encoder
 from stratum.errors import Conflict, InvalidRequest, PolicyDenied
 from stratum.jobs.context import JobContext
-from stratum.jobs.schemas import JobPublic
+from stratum.jobs.schemas import JobPublic, JobSubmit
+from stratum.jobs.service import ExclusiveKeyHeld
 from stratum.knowledge.schemas import IngestProgress, KbPublic
 from stratum.settings import Settings
 from stratum.storage import Database
@@ -80,6 +85,16 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     for url in spec.urls:
         check_url(url)
     return spec.model_dump()
+
+
+def exclusive_key(kb_id: str) -> str:
+    """The key every ingest job of the KB holds while queued or running."""
+    return f"{KIND}:{kb_id}"
+
+
+def exclusive(config: dict[str, Any]) -> str:
+    """The kind's exclusive key (``JobKind.exclusive``), from a validated config."""
+    return exclusive_key(str(config["kb_id"]))
 
 
 def run(context: JobContext) -> dict[str, Any]:
@@ -180,19 +195,27 @@ def kb_jobs(jobs: Any, kb: KbPublic, *, status: str | None = None, limit: int = 
 
 
 def active_jobs(jobs: Any, kb: KbPublic) -> list[JobPublic]:
-    """The KB's queued or running ingest jobs (at most one unless two submissions raced)."""
+    """The KB's queued or running ingest jobs: at most one (the store refuses a second), except
+    in a database that already held two before migration 0016 gave ingest jobs their key."""
     return [job for status in ACTIVE for job in kb_jobs(jobs, kb, status=status)]
 
 
 def check_idle(jobs: Any, kb: KbPublic) -> None:
-    """``Conflict`` while an ingest job of the KB is queued or running (two runs would race)."""
+    """``Conflict`` while an ingest job of the KB is queued or running (two runs would race).
+
+    A fast, friendly answer before an upload is stored; ``submit`` is what guarantees it."""
     active = active_jobs(jobs, kb)
     if active:
-        raise Conflict(
-            f"knowledge base {kb.name} is already being ingested by job {active[0].id} "
-            f"({active[0].status}); wait for it or cancel it",
-            param="kb",
-        )
+        raise busy(kb, active[0])
+
+
+def busy(kb: KbPublic, holder: JobPublic) -> Conflict:
+    """The 409 naming the ingest job ``holder`` that keeps ``kb`` busy."""
+    return Conflict(
+        f"knowledge base {kb.name} is already being ingested by job {holder.id} "
+        f"({holder.status}); wait for it or cancel it",
+        param="kb",
+    )
 
 
 def cancel_all(jobs: Any, kb: KbPublic) -> None:
@@ -217,9 +240,8 @@ def submit(
     actor: str = "system",
     batch_size: int = 32,
 ) -> JobPublic:
-    """Queue a ``kb_ingest`` job for ``kb`` in its project."""
-    from stratum.jobs.schemas import JobSubmit
-
+    """Queue a ``kb_ingest`` job for ``kb`` in its project; ``Conflict`` (409) naming the job while
+    another ingest of the KB is queued or running (the store refuses the second row)."""
     config = {
         "kb_id": kb.id,
         "server_paths": list(server_paths or []),
@@ -227,8 +249,17 @@ def submit(
         "tags": list(tags or []),
         "batch_size": batch_size,
     }
-    spec = JobSubmit(kind=KIND, config=config, name=f"ingest {kb.name}", max_attempts=3)
-    submitted: JobPublic = jobs.submit(spec, project=kb.project, actor=actor)
+    spec = JobSubmit(
+        kind=KIND,
+        config=config,
+        name=f"ingest {kb.name}",
+        max_attempts=3,
+        exclusive_key=exclusive_key(kb.id),
+    )
+    try:
+        submitted: JobPublic = jobs.submit(spec, project=kb.project, actor=actor)
+    except ExclusiveKeyHeld as held:
+        raise busy(kb, held.holder) from None
     return submitted
 
 

@@ -4,6 +4,9 @@ Jobs belong to a project; every route but the cross-project list is under the pr
 authorised with the tenant that owns it, like the rest of the admin API. A job id of another
 project answers 404 from this project's path. Only a platform admin may point a job at files on
 the server (``*_path`` and ``*_paths`` settings); tenants name registered models and datasets.
+An ``exclusive_key`` given here is the project's own (stored as ``project:<project id>:<key>``), so
+a key can neither hold up nor reveal another project's jobs; kinds with their own key (kb_ingest)
+ignore it.
 """
 
 from __future__ import annotations
@@ -92,6 +95,8 @@ async def submit_job(
     if spec.kind == ingest_job.KIND:
         # The KB's own roles and project, the same check as ``POST /admin/v1/kb/{kb}/ingest``.
         await authorize_ingest_job(context, state, found, spec.config)
+    if spec.exclusive_key is not None:
+        spec = spec.model_copy(update={"exclusive_key": f"project:{found.id}:{spec.exclusive_key}"})
     base = spec.config.get("base")
     if isinstance(base, str):
         # A key limited to some models (key.models, rules) may only fine-tune those.
