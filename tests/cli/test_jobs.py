@@ -96,3 +96,11 @@ def test_mistakes_are_one_line_errors(run_stratum: Run, tmp_path: Path) -> None:
     assert len(rejected.stderr.strip().splitlines()) == 1
     no_project = run_stratum("jobs", "submit", "sleep", "--project", "acme/nope")
     assert no_project.returncode != 0 and "acme" in no_project.stderr
+    held = _json(run_stratum, "jobs", "submit", "sleep", "--exclusive-key", "夜间")
+    assert held["exclusive_key"] == "夜间"
+    second = run_stratum("jobs", "submit", "sleep", "--exclusive-key", "夜间")
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert (
+        second.stderr.strip()
+        == f"error: job {held['id']} (queued) holds exclusive key '夜间'; wait for it or cancel it"
+    )

@@ -99,3 +99,26 @@ def test_a_key_scoped_to_some_models_fine_tunes_only_those(gateway: Gateway) -> 
     assert denied.status_code == 403 and denied.json()["error"]["rule"] == "key.models"
     allowed = gateway.client.post(base, json=body, headers=_h(keys["dev_a"]))
     assert allowed.status_code == 201, allowed.text
+
+
+def test_an_exclusive_key_from_the_api_is_the_projects_own(gateway: Gateway) -> None:
+    """A key given to ``POST …/jobs`` is scoped to its project: a second job with it there is a
+    409 naming the holder, while another project's same key (or a key shaped like a KB's ingest
+    key) neither waits for nor reveals that job."""
+    keys = _keys(gateway)
+    client = gateway.client
+    a_base, b_base = "/admin/v1/orgs/org-a/projects/proj-a/jobs", "/admin/v1/orgs/org-b/projects/proj-b/jobs"
+    body = {"kind": "sleep", "config": {"seconds": 0}, "exclusive_key": "每晚"}
+    first = client.post(a_base, json=body, headers=_h(keys["dev_a"]))
+    assert first.status_code == 201, first.text
+    project_id = gateway.state.tenancy.get_project("org-a/proj-a").id
+    assert first.json()["exclusive_key"] == f"project:{project_id}:每晚"
+    second = client.post(a_base, json=body, headers=_h(keys["dev_a"]))
+    assert second.status_code == 409 and second.json()["error"]["code"] == "exclusive_key_held"
+    assert first.json()["id"] in second.json()["error"]["message"]
+    other = client.post(b_base, json=body, headers=_h(keys["dev_b"]))
+    assert other.status_code == 201 and first.json()["id"] not in other.text
+    squat = {"kind": "sleep", "config": {"seconds": 0}, "exclusive_key": "kb_ingest:abc"}
+    assert (
+        client.post(b_base, json=squat, headers=_h(keys["dev_b"])).json()["exclusive_key"] != "kb_ingest:abc"
+    )

@@ -3,6 +3,7 @@ the size limit, file-name checks, per-KB write roles, one ingest at a time, canc
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from stratum.jobs.schemas import JobSubmit
+from stratum.knowledge import ingest_job
 from stratum.knowledge.schemas import KbCreate, KbSettings, KbUpdate
 from tests.gateway.conftest import Gateway
 from tests.gateway.kb_jobs import running_worker
@@ -149,6 +151,45 @@ def test_one_ingest_at_a_time_and_cancel(gateway: Gateway, keys: dict[str, dict[
     queued = gateway.client.post(f"{KB}/files", files=_files("bike.md"), headers=developer).json()
     assert gateway.client.delete(KB, headers=developer).status_code == 204
     assert gateway.state.jobs.get(queued["job_id"]).status == "cancelled"
+
+
+def test_two_concurrent_ingests_queue_one_job_and_answer_one_409(
+    gateway: Gateway, keys: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both requests pass the early ``check_idle`` before either queues (the race it alone lost):
+    the store queues one job, the other request gets the KB's OpenAI-shaped 409 naming it."""
+    check_idle = ingest_job.check_idle
+    both_checked = threading.Barrier(2, timeout=30)
+
+    def racing_check(jobs: Any, kb: Any) -> None:
+        check_idle(jobs, kb)
+        both_checked.wait()
+
+    monkeypatch.setattr(ingest_job, "check_idle", racing_check)
+    replies: list[Any] = []
+
+    def post(url: str) -> None:
+        body = {"urls": [url]}
+        replies.append(gateway.client.post(f"{KB}/ingest", json=body, headers=keys["developer"]))
+
+    threads = [threading.Thread(target=post, args=(f"https://example.cn/{n}",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    accepted, refused = sorted(replies, key=lambda reply: reply.status_code)
+    assert (accepted.status_code, refused.status_code) == (202, 409), [r.text for r in replies]
+    job_id = accepted.json()["job_id"]
+    assert refused.json() == {
+        "error": {
+            "message": f"knowledge base 资料 is already being ingested by job {job_id} (queued); "
+            "wait for it or cancel it",
+            "type": "conflict_error",
+            "param": "kb",
+            "code": None,
+        }
+    }
+    assert [job.id for job in gateway.state.jobs.list_jobs(kind="kb_ingest")] == [job_id]
 
 
 def test_urls_through_the_api(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,10 +15,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from stratum.errors import InvalidRequest
+from stratum.errors import Conflict, InvalidRequest
 from stratum.jobs import JobService
 from stratum.jobs.kinds import BUILTIN_KINDS, JobKind
 from stratum.jobs.schemas import JobSubmit, Resources
+from stratum.jobs.service import ExclusiveKeyHeld
 from stratum.jobs.worker import Worker
 from stratum.knowledge import ingest_job
 from stratum.knowledge.schemas import KbCreate, KbPublic, KbSettings
@@ -132,6 +134,61 @@ def test_a_job_of_another_project_may_not_ingest_into_this_kb(
     _until([_worker(db, settings, "w1")], lambda: jobs.get(job.id).status == "failed")
     assert "not in project acme/other" in str(jobs.get(job.id).error)
     assert _chunks(db, kb) == []
+
+
+def test_concurrent_ingests_of_one_kb_queue_exactly_one(
+    db: Database, service: KnowledgeService, project: str, settings: Settings, folder: Path
+) -> None:
+    """Every submitter passes ``check_idle`` before any of them queues (the race the check alone
+    lost); the store still queues one job, and the others get the KB's 409 naming it."""
+    kb = _kb(service, project, "手册")
+    other = _kb(service, project, "别的")
+    jobs = JobService(db, jobs_dir=settings.jobs_dir, kinds=KINDS)
+    threads = 8
+    checked = threading.Barrier(threads)
+    queued: list[str] = []
+    refused: list[str] = []
+    failures: list[BaseException] = []
+
+    def submit() -> None:
+        try:
+            ingest_job.check_idle(jobs, kb)
+            checked.wait()
+            queued.append(ingest_job.submit(jobs, kb, server_paths=[str(folder)]).id)
+        except Conflict as error:
+            refused.append(error.message)
+        except BaseException as error:  # anything else fails the test below
+            failures.append(error)
+
+    workers = [threading.Thread(target=submit) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert failures == [] and len(queued) == 1 and len(refused) == threads - 1
+    assert set(refused) == {
+        f"knowledge base 手册 is already being ingested by job {queued[0]} (queued); wait for it or cancel it"
+    }
+    assert [job.id for job in ingest_job.active_jobs(jobs, kb)] == queued
+    assert jobs.get(queued[0]).exclusive_key == f"kb_ingest:{kb.id}"
+    # Another KB of the project is not held up.
+    assert ingest_job.submit(jobs, other, server_paths=[str(folder)]).status == "queued"
+
+
+def test_the_kind_gives_every_ingest_job_its_kbs_key(
+    db: Database, service: KnowledgeService, project: str, settings: Settings, folder: Path
+) -> None:
+    """A ``kb_ingest`` job queued without ``ingest_job.submit`` (``POST …/jobs``, ``stratum jobs
+    submit``) holds the KB's key all the same."""
+    kb = _kb(service, project, "手册")
+    jobs = JobService(db, jobs_dir=settings.jobs_dir)  # the builtin kinds
+    spec = JobSubmit(kind="kb_ingest", config={"kb_id": kb.id, "server_paths": [str(folder)]})
+    first = jobs.submit(spec, project=project)
+    assert first.exclusive_key == ingest_job.exclusive_key(kb.id) == f"kb_ingest:{kb.id}"
+    with pytest.raises(ExclusiveKeyHeld, match=first.id):
+        jobs.submit(spec, project=project)
+    with pytest.raises(Conflict, match=f"already being ingested by job {first.id}"):
+        ingest_job.submit(jobs, kb, urls=["https://example.cn/"])
 
 
 @pytest.mark.slow
