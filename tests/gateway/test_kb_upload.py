@@ -14,6 +14,7 @@ import pytest
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from stratum.jobs.schemas import JobSubmit
 from stratum.knowledge import ingest_job
+from stratum.knowledge.ingest_job import uploads_dir
 from stratum.knowledge.schemas import KbCreate, KbSettings, KbUpdate
 from tests.gateway.conftest import Gateway
 from tests.gateway.kb_jobs import running_worker
@@ -153,11 +154,13 @@ def test_one_ingest_at_a_time_and_cancel(gateway: Gateway, keys: dict[str, dict[
     assert gateway.state.jobs.get(queued["job_id"]).status == "cancelled"
 
 
+@pytest.mark.parametrize("route", ["ingest", "files"])
 def test_two_concurrent_ingests_queue_one_job_and_answer_one_409(
-    gateway: Gateway, keys: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+    gateway: Gateway, keys: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch, route: str
 ) -> None:
     """Both requests pass the early ``check_idle`` before either queues (the race it alone lost):
-    the store queues one job, the other request gets the KB's OpenAI-shaped 409 naming it."""
+    the store queues one job, the other request gets the KB's OpenAI-shaped 409 naming it (and its
+    upload is removed)."""
     check_idle = ingest_job.check_idle
     both_checked = threading.Barrier(2, timeout=30)
 
@@ -168,11 +171,15 @@ def test_two_concurrent_ingests_queue_one_job_and_answer_one_409(
     monkeypatch.setattr(ingest_job, "check_idle", racing_check)
     replies: list[Any] = []
 
-    def post(url: str) -> None:
-        body = {"urls": [url]}
-        replies.append(gateway.client.post(f"{KB}/ingest", json=body, headers=keys["developer"]))
+    def post(name: str) -> None:
+        headers = keys["developer"]
+        if route == "ingest":
+            body = {"urls": [f"https://example.cn/{name}"]}
+            replies.append(gateway.client.post(f"{KB}/ingest", json=body, headers=headers))
+        else:
+            replies.append(gateway.client.post(f"{KB}/files", files=_files(name), headers=headers))
 
-    threads = [threading.Thread(target=post, args=(f"https://example.cn/{n}",)) for n in range(2)]
+    threads = [threading.Thread(target=post, args=(name,)) for name in ("tea.md", "bike.md")]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -189,7 +196,12 @@ def test_two_concurrent_ingests_queue_one_job_and_answer_one_409(
             "code": None,
         }
     }
-    assert [job.id for job in gateway.state.jobs.list_jobs(kind="kb_ingest")] == [job_id]
+    jobs = gateway.state.jobs.list_jobs(kind="kb_ingest")
+    assert [job.id for job in jobs] == [job_id]
+    if route == "files":
+        kb = gateway.state.knowledge.get(project="acme/bot", name="资料")
+        uploads = list(uploads_dir(gateway.state.settings.artifacts_dir, kb).iterdir())
+        assert [str(folder) for folder in uploads] == jobs[0].config["server_paths"]
 
 
 def test_urls_through_the_api(

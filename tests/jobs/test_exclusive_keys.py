@@ -144,6 +144,21 @@ def test_a_retry_while_another_job_holds_the_key_is_refused_and_changes_nothing(
     assert claim is not None and claim.id == first
 
 
+def test_a_holder_that_finishes_before_it_is_named_lets_the_submission_through(
+    jobs: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _submit(jobs, "k")
+    look_up = jobs._holder
+
+    def finished_meanwhile(key: str) -> Any:
+        jobs.cancel(first)  # between the refused insert and the look-up
+        return look_up(key)
+
+    monkeypatch.setattr(jobs, "_holder", finished_meanwhile)
+    second = _submit(jobs, "k")
+    assert jobs.get(second).status == "queued" and jobs.get(first).status == "cancelled"
+
+
 def test_a_kind_that_derives_its_key_overrides_the_callers(jobs: JobService) -> None:
     first = jobs.submit(JobSubmit(kind="tidy", config={"message": "库"}, exclusive_key="mine"))
     assert first.exclusive_key == "tidy:库"

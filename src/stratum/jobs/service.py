@@ -7,7 +7,7 @@ scheduler's and the workers' business (``scheduler.py``, ``worker.py``).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,9 @@ from stratum.jobs.schemas import FINISHED, JOB_STATUSES, JobLogs, JobPublic, Job
 from stratum.jobs.tables import JobRow
 from stratum.storage import Database, utcnow
 
-# Submissions of a keyed job: a refused insert whose holder finished before we could name it is tried
-# once more (the key is free now); a second refusal with no holder is not the key's doing.
+# Writes queueing a keyed job (submit, retry): one refused by the key's index whose holder finished
+# before we could name it is tried once more (the key is free now); a second refusal with no holder
+# is not the key's doing and is raised as it is.
 _KEY_ATTEMPTS = 2
 # A log read returns at most this much (the CLI and API page through bigger logs with the offset).
 MAX_LOG_BYTES = 1024 * 1024
@@ -66,18 +67,21 @@ class JobService:
         key: the kind's own key if it derives one, else ``spec.exclusive_key``."""
         config = job_kinds.validate(self.kinds, spec.kind, spec.config)
         key = job_kinds.exclusive_key(self.kinds, spec.kind, config) or spec.exclusive_key
+        return self._keyed(key, lambda: self._insert(spec, config, key=key, project=project, actor=actor))
+
+    def _keyed(self, key: str | None, write: Callable[[], JobPublic]) -> JobPublic:
+        """Run ``write`` (one transaction putting a job with ``key`` in the queue); the store's
+        refusal of a second holder becomes ``ExclusiveKeyHeld`` naming the first."""
         for attempt in range(_KEY_ATTEMPTS):
             try:
-                return self._insert(spec, config, key=key, project=project, actor=actor)
+                return write()
             except IntegrityError:
-                # The transaction rolled back: nothing of this submission was written.
-                if key is None:
-                    raise
-                holder = self._holder(key)
-                if holder is not None:
+                # The transaction rolled back: nothing of this write is left.
+                holder = None if key is None else self._holder(key)
+                if key is not None and holder is not None:
                     raise ExclusiveKeyHeld(key, holder) from None
-                if attempt + 1 == _KEY_ATTEMPTS:
-                    raise  # no holder twice in a row: not the key's index that refused the row
+                if key is None or attempt + 1 == _KEY_ATTEMPTS:
+                    raise
         raise AssertionError("unreachable")
 
     def _insert(
@@ -167,29 +171,25 @@ class JobService:
         """Queue a failed or cancelled job again, with one more attempt allowed. A training job
         resumes from its last checkpoint (its directory is kept). ``ExclusiveKeyHeld`` (409, the job
         stays as it was) while another queued or running job holds the job's exclusive key."""
-        key: str | None = None
-        try:
-            with self._db.session() as session:
-                row = repo.locked(session, job_id)
-                if row.status not in ("failed", "cancelled"):
-                    raise Conflict(
-                        f"only failed or cancelled jobs can be retried; job {job_id} is {row.status}",
-                        param="job_id",
-                    )
-                key = row.exclusive_key
-                row.status = "queued"
-                row.cancel_requested = False
-                row.worker_id = None
-                row.lease_expires_at = None
-                row.finished_at = None
-                row.max_attempts = max(row.max_attempts, row.attempts + 1)
-                session.flush()
-                return repo.get_public(session, job_id)
-        except IntegrityError:
-            holder = None if key is None else self._holder(key)
-            if key is None or holder is None:
-                raise
-            raise ExclusiveKeyHeld(key, holder) from None
+        key = self.get(job_id).exclusive_key  # set at submit, never changed
+        return self._keyed(key, lambda: self._requeue(job_id))
+
+    def _requeue(self, job_id: str) -> JobPublic:
+        with self._db.session() as session:
+            row = repo.locked(session, job_id)
+            if row.status not in ("failed", "cancelled"):
+                raise Conflict(
+                    f"only failed or cancelled jobs can be retried; job {job_id} is {row.status}",
+                    param="job_id",
+                )
+            row.status = "queued"
+            row.cancel_requested = False
+            row.worker_id = None
+            row.lease_expires_at = None
+            row.finished_at = None
+            row.max_attempts = max(row.max_attempts, row.attempts + 1)
+            session.flush()
+            return repo.get_public(session, job_id)
 
     def logs(self, job_id: str, *, offset: int = 0, tail: int | None = None) -> JobLogs:
         """The job's log from byte ``offset`` (or its last ``tail`` lines), as UTF-8 text."""

@@ -179,7 +179,8 @@ def _check_server_paths(context: RequestContext, state: AppState, raw: list[str]
 async def authorize_ingest(context: RequestContext, state: AppState, kb: KbPublic) -> None:
     """The check every ``kb_ingest`` submission passes, whichever route queues it (these KB routes
     or ``POST /admin/v1/orgs/…/jobs``): the policy's ``kb.write`` on the KB's project, the KB's own
-    write roles, and no other ingest of the KB queued or running (409)."""
+    write roles, and no other ingest of the KB queued or running (an early 409; ``ingest_job.submit``
+    and the store's exclusive key guarantee it when submissions race)."""
     await context.authorize("kb.write", org_id=kb.org_id, project_id=kb.project_id)
     check_access(kb, context.principal.role, "write")
     await anyio.to_thread.run_sync(lambda: ingest_job.check_idle(state.jobs, kb))
@@ -275,6 +276,8 @@ async def upload_files(
     store (``$STRATUM_HOME/artifacts/kb-uploads/<kb id>/<upload id>/``); a file's name is its
     source, so uploading a changed file with the same name replaces its chunks."""
     found = await resolve_kb(context, state, kb, project, "write")
+    # A 409 before storing the files; a submission racing this one is refused at queueing (the
+    # store's exclusive key) and its files removed below.
     await anyio.to_thread.run_sync(lambda: ingest_job.check_idle(state.jobs, found))
     limit = state.settings.kb_upload_max_bytes
     seen: set[str] = set()
