@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from stratum.engine.base import Encoder
+from stratum.engine.e5_student import STUDENT_FILES
 from stratum.engine.e5_torch import TorchE5Encoder
 from stratum.engine.embeddings import E5Encoder
 
@@ -186,7 +187,7 @@ def main() -> None:
     parser.add_argument(
         "--student",
         action="store_true",
-        help="also the six-layer distilled student (multilingual-e5-small-6l) in each precision; "
+        help="also the distilled students (multilingual-e5-small-6l and -4l) in each precision; "
         "its vectors live in their own space, so its cosine columns say nothing (top-1 columns do)",
     )
     parser.add_argument("--quick", action="store_true", help="12 chunks, one round")
@@ -199,8 +200,11 @@ def main() -> None:
     for precision in args.precisions.split(","):
         encoders[f"torch {precision}"] = TorchE5Encoder(precision=precision)
     if args.student:
-        for precision in args.precisions.split(","):
-            encoders[f"student {precision}"] = TorchE5Encoder(precision=precision, distilled=True)
+        for student in STUDENT_FILES:
+            for precision in args.precisions.split(","):
+                encoders[f"student {student} {precision}"] = TorchE5Encoder(
+                    precision=precision, student=student
+                )
     if args.int8:
         encoders["torch int8 (all)"] = int8_encoder(skip_ffn_out=False)
         encoders["torch int8 (fp32 ffn_out)"] = int8_encoder(skip_ffn_out=True)

@@ -77,7 +77,8 @@ def configurations(quick: bool) -> dict[str, object]:
         "new default (load_encoder)": lambda: load_encoder(BUILTIN_ENCODER_SOURCE),
         "bf16, window 256": lambda: TorchE5Encoder(passage_tokens=256),
         "bf16, window 128": lambda: TorchE5Encoder(passage_tokens=128),
-        "student (6 layers)": lambda: TorchE5Encoder(distilled=True),
+        "student (6 layers)": lambda: TorchE5Encoder(student="e5-6l"),
+        "student (4 layers)": lambda: TorchE5Encoder(student="e5-4l"),
     }
     if not quick:
         configs["fp32, 512"] = lambda: TorchE5Encoder(precision="fp32")

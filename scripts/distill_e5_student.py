@@ -121,6 +121,11 @@ def student(weights: E5File, keep: list[int], rank: int) -> _E5Model:
     # the same random draws for the LoRA factors, as the run that produced the shipped file.
     model = _E5Model(weights)
     model.blocks = nn.ModuleList(model.blocks[i] for i in keep)  # type: ignore[assignment]
+    return make_trainable(model, rank)
+
+
+def make_trainable(model: _E5Model, rank: int) -> _E5Model:
+    """Freeze the weights; train LoRA factors of ``rank``, biases, norms and an identity-initialised map."""
     for name, p in model.named_parameters():
         p.requires_grad_(name.endswith("bias") or "norm" in name)
     for block in model.blocks:
@@ -170,9 +175,11 @@ def embed(model: _E5Model, weights: E5File, ids: list[list[int]]) -> torch.Tenso
     return out
 
 
-def save(model: _E5Model, keep: list[int], path: Path) -> None:
+def save(model: _E5Model, keep: list[int], path: Path, *, teacher_queries: bool = False) -> None:
     """The trained tensors (LoRA factors and the map in fp16; biases and norms in fp32)."""
     arrays: dict[str, np.ndarray] = {"keep": np.array(keep, dtype=np.int64)}
+    if teacher_queries:  # distilled for passages only: queries go through the full model
+        arrays["teacher_queries"] = np.array(True)
     for name, value in model.state_dict().items():
         if name.endswith((".a", ".b", "head.weight")):
             arrays[name] = value.numpy().astype(np.float16)

@@ -170,18 +170,19 @@ def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> No
     assert report[0]["hit@5"] >= 0.8 and report[0]["answer_recall"] >= 0.7
 
 
-def test_a_kb_on_the_six_layer_student_from_cli_to_sdk(tmp_path: Path) -> None:
-    """The faster encoder as a user meets it: chosen at `kb create`, ingested and compared with the
-    full e5 through `kb eval --against`, served by a real server to the `openai` SDK."""
+def test_a_kb_on_the_four_layer_student_from_cli_to_sdk(tmp_path: Path) -> None:
+    """The fastest encoder as a user meets it: chosen at `kb create`, ingested and compared with the
+    full e5 through `kb eval --against`, served by a real server to the `openai` SDK (its passages
+    through four layers, the question through all twelve). The six-layer one: test_eval_hard."""
     home, folder, env = _project_with_files(tmp_path)
     _cli(env, "kb", "create", "全量", "--project", "acme/bot", "--chunk-size", "128")
     created = json.loads(
         _cli(
             env, "kb", "create", "快速", "--project", "acme/bot", "--chunk-size", "128",
-            "--embedding-model", "multilingual-e5-small-6l", "--json",
+            "--embedding-model", "multilingual-e5-small-4l", "--json",
         ).stdout
     )  # fmt: skip
-    assert created["settings"]["embedding_model"] == "multilingual-e5-small-6l"
+    assert created["settings"]["embedding_model"] == "multilingual-e5-small-4l"
     for kb in ("全量", "快速"):
         done = json.loads(_cli(env, "kb", "ingest", kb, str(folder), "--json").stdout)
         assert done["state"] == "done" and done["files_done"] == len(FILES), done
@@ -199,7 +200,7 @@ def test_a_kb_on_the_six_layer_student_from_cli_to_sdk(tmp_path: Path) -> None:
     )
     assert [r["config"] for r in report] == [
         "全量 dense (chunk 128, multilingual-e5-small)",
-        "快速 dense (chunk 128, multilingual-e5-small-6l)",
+        "快速 dense (chunk 128, multilingual-e5-small-4l)",
     ]
     assert all(r["hit@5"] >= 0.8 for r in report), report
 
@@ -207,7 +208,7 @@ def test_a_kb_on_the_six_layer_student_from_cli_to_sdk(tmp_path: Path) -> None:
     server = start_server(home, extra_env={"OMP_NUM_THREADS": "1"})
     try:
         client = OpenAI(base_url=server.base_url, api_key=key)
-        assert "multilingual-e5-small-6l" in {m.id for m in client.models.list()}
+        assert "multilingual-e5-small-4l" in {m.id for m in client.models.list()}
         reply = client.chat.completions.create(
             model="kb/快速",
             messages=[{"role": "user", "content": "新买的 X1 智能音箱保修多长时间？"}],

@@ -23,6 +23,8 @@ from stratum.storage import Database
 from tests.knowledge.conftest import HashEncoder
 
 HARD = Path(__file__).parent / "corpus_hard"
+# The four-layer student measured hybrid 0.968 / 0.952 and dense 0.935 / 0.919 (hit@3 / MRR).
+HYBRID_4L, DENSE_4L = (0.93, 0.9), 0.88
 CATEGORIES = ("exact", "paraphrase", "distractor")
 
 
@@ -96,24 +98,37 @@ def test_modes_separate_with_the_bundled_encoder(service: KnowledgeService, proj
     assert r["hybrid", "all"].hit_at_k >= 0.95 and r["hybrid", "all"].mrr >= 0.9
 
 
-def test_the_six_layer_student_serves_a_kb_of_its_own(
-    db: Database, service: KnowledgeService, project: str
+@pytest.mark.parametrize(
+    ("model", "layers", "hybrid_floor", "dense_floor"),
+    [
+        ("multilingual-e5-small-6l", 6, (0.9, 0.85), 0.85),
+        ("multilingual-e5-small-4l", 4, HYBRID_4L, DENSE_4L),
+    ],
+)
+def test_a_student_serves_a_kb_of_its_own(
+    db: Database,
+    service: KnowledgeService,
+    project: str,
+    model: str,
+    layers: int,
+    hybrid_floor: tuple[float, float],
+    dense_floor: float,
 ) -> None:
-    """A KB configured with the distilled student embeds and queries with it, end to end.
+    """A KB configured with a distilled student embeds (and queries) with it, end to end.
 
-    Its quality is below the full encoder's (README, knowledge-base section: the price of half the
+    Its quality is below the full encoder's (README, knowledge-base section: the price of fewer
     layers); the floors sit under the measured numbers so that a broken student file — or a KB
     queried with the other encoder's vectors — fails.
     """
-    from stratum.engine.embeddings import BUILTIN_STUDENT_NAME
     from stratum.knowledge.encoders import load_kb_encoder
 
-    settings = KbSettings(embedding_model=BUILTIN_STUDENT_NAME)
-    kb = service.create(KbCreate(name="hard-6l", settings=settings), project=project)
+    kb = service.create(
+        KbCreate(name=f"hard-{layers}l", settings=KbSettings(embedding_model=model)), project=project
+    )
     student = load_kb_encoder(db, kb.settings.embedding_model)
-    assert student.info.extra["layers"] == 6
+    assert student.info.extra["layers"] == layers
     service.ingest(kb, [HARD], encoder=student)
-    kb = service.get(project=project, name="hard-6l")
+    kb = service.get(project=project, name=kb.name)
     hybrid, dense = (_run(service, kb, student, mode, "all") for mode in ("hybrid", "dense"))
-    assert hybrid.hit_at_k >= 0.9 and hybrid.mrr >= 0.85, hybrid.misses
-    assert dense.hit_at_k >= 0.85, dense.misses
+    assert hybrid.hit_at_k >= hybrid_floor[0] and hybrid.mrr >= hybrid_floor[1], hybrid.misses
+    assert dense.hit_at_k >= dense_floor, dense.misses

