@@ -265,6 +265,7 @@ class TorchE5Encoder:
         with self._lock:
             self._loaded()
             self._loaded("query")
+        self._token_ids(["预热"], "query")  # builds the tokenizer's fast model (~0.5 s) now, not on a request
 
     def encode(self, texts: Sequence[str], *, kind: EncodeKind = "passage") -> np.ndarray:
         items = _as_list(texts)
