@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stratum.engine.e5_student import STUDENT_FILES, Student, bundled_student_path
-from stratum.engine.e5_torch import TorchE5Encoder
+from stratum.engine.e5_torch import TorchE5Encoder, resolve_precision
 from stratum.engine.embeddings import BUILTIN_ENCODERS, load_encoder
 from stratum.errors import EngineError
 from tests.engine.test_e5_torch import CHUNK_ZH
@@ -87,6 +87,8 @@ def test_vectors_are_unit_rows_and_batch_independent(student: TorchE5Encoder) ->
 
 
 def test_bf16_matches_fp32(student_name: str, student: TorchE5Encoder) -> None:
+    if student_name != "e5-6l" and resolve_precision("auto") != "bf16":
+        pytest.skip("emulated bf16 is slow: one student checks it on a CPU without native bf16")
     bf16 = TorchE5Encoder(precision="bf16", query_cache=0, student=student_name)
     cosines = (bf16.encode(PASSAGES[:4]) * student.encode(PASSAGES[:4])).sum(axis=1)
     assert cosines.min() > 0.99

@@ -98,6 +98,11 @@ def test_modes_separate_with_the_bundled_encoder(service: KnowledgeService, proj
     assert r["hybrid", "all"].hit_at_k >= 0.95 and r["hybrid", "all"].mrr >= 0.9
 
 
+# The student flows run on SQLite in `make test`; on PostgreSQL (same code, other store) in
+# `make test-slow` only: the full encoder's eval above covers the PostgreSQL path.
+@pytest.mark.parametrize(
+    "db", ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.extra])], indirect=True
+)
 @pytest.mark.parametrize(
     ("model", "layers", "hybrid_floor", "dense_floor"),
     [
