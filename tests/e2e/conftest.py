@@ -114,6 +114,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     )
     # The response cache would answer repeated greedy requests without the engine; these tests
     # observe the engine (metrics, cancellation, seeds). test_routing_live covers the cache.
-    running = start_server(home, extra_env={"STRATUM_CACHE": "false"})
+    # The embedded worker's eval-schedule poll is off: test_eval_cli_live makes a schedule due and
+    # runs it from the CLI, which a worker poll landing in between would take first (a race seen
+    # under load). test_schedule_worker covers the worker path with a server of its own.
+    running = start_server(home, extra_env={"STRATUM_CACHE": "false", "STRATUM_EVAL_SCHEDULE_POLL": "0"})
     yield running
     stop_server(running)
