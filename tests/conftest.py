@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
@@ -186,3 +188,33 @@ def db(
     finally:
         database.dispose()
         migrated_templates.drop_postgres(name)
+
+
+T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
+
+
+def race(count: int, attempt: Callable[[], T], refused: type[E]) -> tuple[list[T], list[E]]:
+    """Run ``attempt`` on ``count`` threads at once: what succeeded, and the ``refused`` errors.
+
+    Any other exception fails the calling test (raised here, after every thread joined).
+    """
+    done: list[T] = []
+    errors: list[E] = []
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(attempt())
+        except refused as error:
+            errors.append(error)
+        except BaseException as error:  # anything else fails the test below
+            failures.append(error)
+
+    workers = [threading.Thread(target=run) for _ in range(count)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert failures == []
+    return done, errors

@@ -17,6 +17,7 @@ from stratum.jobs import JobService, JobSubmit, Resources, Scheduler
 from stratum.jobs.kinds import BUILTIN_KINDS, JobKind
 from stratum.jobs.service import ExclusiveKeyHeld
 from stratum.storage import Database, utcnow
+from tests.conftest import race
 
 BIG = Resources(cpu_threads=64, memory_mb=1 << 20, gpus=0)
 # A kind that derives its key from its config, as kb_ingest does from its KB.
@@ -171,25 +172,12 @@ def test_a_kind_that_derives_its_key_overrides_the_callers(jobs: JobService) -> 
 def test_concurrent_submissions_with_one_key_queue_exactly_one(jobs: JobService) -> None:
     threads = 8
     barrier = threading.Barrier(threads)
-    queued: list[str] = []
-    refused: list[ExclusiveKeyHeld] = []
-    failures: list[BaseException] = []
 
-    def submit() -> None:
+    def submit() -> str:
         barrier.wait()
-        try:
-            queued.append(_submit(jobs, "one"))
-        except ExclusiveKeyHeld as error:
-            refused.append(error)
-        except BaseException as error:  # anything else fails the test below
-            failures.append(error)
+        return _submit(jobs, "one")
 
-    workers = [threading.Thread(target=submit) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-    assert failures == []
+    queued, refused = race(threads, submit, ExclusiveKeyHeld)
     assert len(queued) == 1 and len(refused) == threads - 1
     assert {error.holder.id for error in refused} == set(queued)
     assert _all(jobs) == queued

@@ -27,6 +27,7 @@ from stratum.knowledge.service import KnowledgeService
 from stratum.knowledge.tables import KbChunkRow, KbDocumentRow
 from stratum.settings import Settings
 from stratum.storage import Database
+from tests.conftest import race
 from tests.knowledge.conftest import CORPUS, HashEncoder
 
 KINDS = dict(BUILTIN_KINDS) | {
@@ -146,26 +147,15 @@ def test_concurrent_ingests_of_one_kb_queue_exactly_one(
     jobs = JobService(db, jobs_dir=settings.jobs_dir, kinds=KINDS)
     threads = 8
     checked = threading.Barrier(threads)
-    queued: list[str] = []
-    refused: list[str] = []
-    failures: list[BaseException] = []
 
-    def submit() -> None:
-        try:
-            ingest_job.check_idle(jobs, kb)
-            checked.wait()
-            queued.append(ingest_job.submit(jobs, kb, server_paths=[str(folder)]).id)
-        except Conflict as error:
-            refused.append(error.message)
-        except BaseException as error:  # anything else fails the test below
-            failures.append(error)
+    def submit() -> str:
+        ingest_job.check_idle(jobs, kb)
+        checked.wait()
+        return ingest_job.submit(jobs, kb, server_paths=[str(folder)]).id
 
-    workers = [threading.Thread(target=submit) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-    assert failures == [] and len(queued) == 1 and len(refused) == threads - 1
+    queued, errors = race(threads, submit, Conflict)
+    refused = [error.message for error in errors]
+    assert len(queued) == 1 and len(refused) == threads - 1
     assert set(refused) == {
         f"knowledge base 手册 is already being ingested by job {queued[0]} (queued); wait for it or cancel it"
     }
