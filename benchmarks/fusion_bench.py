@@ -37,7 +37,7 @@ SETS = {"easy": ROOT / "tests/knowledge/corpus", "hard": ROOT / "tests/knowledge
 K = 3
 
 
-def collect(hash_encoder: bool = False) -> list[dict[str, object]]:
+def collect(hash_encoder: bool = False, source: str | None = None) -> list[dict[str, object]]:
     """One record per question: set, category, split, expected source, both ranked lists (sources)."""
     from benchmarks.kb_bench import setup
 
@@ -48,7 +48,7 @@ def collect(hash_encoder: bool = False) -> list[dict[str, object]]:
 
         encoder: Any = HashEncoder()
     else:
-        encoder = load_encoder(BUILTIN_ENCODER_SOURCE)
+        encoder = load_encoder(source or BUILTIN_ENCODER_SOURCE)
     records: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as home:
         service = setup(Path(home))
@@ -133,12 +133,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer variants")
     parser.add_argument("--hash-encoder", action="store_true", help="the tests' hash encoder instead of e5")
+    parser.add_argument(
+        "--encoder", help="embedding source (default builtin:e5; e.g. builtin:e5-6l, builtin:e5-4l)"
+    )
     parser.add_argument("--cache", type=Path, help="JSON file with the per-question lists (made if absent)")
     args = parser.parse_args()
     if args.cache and args.cache.is_file():
         records = json.loads(args.cache.read_text("utf-8"))
     else:
-        records = collect(args.hash_encoder)
+        records = collect(args.hash_encoder, args.encoder)
         if args.cache:
             args.cache.write_text(json.dumps(records, ensure_ascii=False), "utf-8")
     tune = [r for r in records if r["split"] == "tune"]

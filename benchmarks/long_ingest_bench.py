@@ -9,6 +9,11 @@ dropped), rotated between copies so no two documents are identical. Each encoder
 own KB, in alternating order over the rounds (ABC, CBA, ...) so that a neighbour's burst of load
 lands on all of them about equally; the full model's row is the baseline of the ratio column.
 
+A second table is the roofline (``roofline.py``): this machine's matrix rate, measured in the same
+run on the encoder's shapes, and the chunks/s each model could reach on these very chunks if every
+matrix product ran at that rate and nothing else took time — fp32, and for the full model also with
+dynamic int8 projections (the "int8 path for the same e5 weights").
+
     PYTHONPATH=src python benchmarks/long_ingest_bench.py --copies 6 --rounds 2
 """
 
@@ -20,7 +25,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import torch
 from kb_bench import DEMO_ZH, SETS, TimedEncoder, setup, table
+from roofline import ceiling, measure, work
 
 from stratum.engine.e5_torch import TorchE5Encoder
 from stratum.knowledge.schemas import KbCreate, KbSettings
@@ -104,7 +111,33 @@ def main() -> None:
             for name, (s, c, e, chars) in totals.items()
         ],
     )
-    print(f"load average at end {os.getloadavg()[0]:.2f}")
+    print(f"load average at end {os.getloadavg()[0]:.2f}\n")
+
+    rates = measure()
+    token_counts = encoders[names[0]].inner.count_tokens(texts)
+    print(
+        f"Roofline: matrix rate at {torch.get_num_threads()} threads, encoder shapes, best of 5: "
+        f"fp32 {rates.fp32:.0f} GFLOP/s, dynamic int8 {rates.int8:.0f} GOP/s\n"
+    )
+    rows = []
+    for name, layers, int8 in [
+        (names[0], 12, False),
+        (names[0] + ", int8 projections", 12, True),
+        (names[1], 6, False),
+        (names[2], 4, False),
+    ]:
+        w = work(token_counts, layers)
+        measured = totals[name][1] / totals[name][0] if name in totals else None
+        best = ceiling(len(token_counts), w, rates, int8=int8)
+        rows.append(
+            [
+                name,
+                f"{(w.linear + w.attention) / len(token_counts):.1f}",
+                f"{best:.1f}",
+                f"{measured:.2f} ({measured / best:.0%})" if measured else "not offered",
+            ]
+        )
+    table(["encoder", "GFLOP per chunk", "ceiling chunks/s", "measured chunks/s (of ceiling)"], rows)
 
 
 if __name__ == "__main__":

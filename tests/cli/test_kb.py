@@ -71,6 +71,23 @@ def test_create_ingest_search_export_import(runner: CliRunner, tmp_path: Path) -
     bad = runner.invoke(app, ["kb", "set", "茶", "--retrieval", "magic"])
     assert bad.exit_code == 1 and bad.stderr.startswith("error: invalid settings")
 
+    documents = _json(runner, "kb", "documents", "茶")
+    assert [d["source"] for d in documents] == ["green_tea.md", "tea.md"]
+    assert all(d["status"] == "done" and d["tags"] == ["茶叶"] for d in documents)
+    table = runner.invoke(app, ["kb", "documents", "茶"])
+    assert table.exit_code == 0 and "green_tea.md" in table.stdout and "茶叶" in table.stdout
+    unknown = runner.invoke(app, ["kb", "remove", "茶", "tea.md", "乌龙.md"])
+    assert (
+        unknown.exit_code == 1
+        and unknown.stderr.strip() == "error: knowledge base 茶 has no document '乌龙.md'"
+    )
+    removed = runner.invoke(app, ["kb", "remove", "茶", "tea.md"])
+    tea_chunks = next(d["chunks_done"] for d in documents if d["source"] == "tea.md")
+    assert removed.exit_code == 0 and removed.stdout.strip() == f"removed tea.md ({tea_chunks} chunks)"
+    left = _json(runner, "kb", "search", "茶", "龙井 清明", "--mode", "bm25")
+    assert {h["source"] for h in left["hits"]} <= {"green_tea.md"}
+    assert [kb["chunks"] for kb in _json(runner, "kb", "list")] == [progress["chunks_done"] - tea_chunks]
+
 
 def test_bad_input_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["kb", "search", "nope", "x"])
@@ -124,6 +141,8 @@ def test_ingest_urls_and_in_the_background(runner: CliRunner, tmp_path: Path) ->
     assert shown["config"]["urls"] == [f"{site}/tea"]
     busy = runner.invoke(app, ["kb", "ingest", "网页", str(CORPUS / "tea.md"), "--background"])
     assert busy.exit_code != 0 and "already being ingested" in busy.output
+    busy = runner.invoke(app, ["kb", "remove", "网页", f"{site}/news/library.html"])
+    assert busy.exit_code == 1 and "already being ingested" in busy.stderr
     assert "Traceback" not in busy.output
     nothing = runner.invoke(app, ["kb", "ingest", "网页"])
     assert nothing.exit_code == 2 and "--url" in nothing.output

@@ -14,8 +14,8 @@ import pytest
 from stratum.governance.schemas import OrgCreate, ProjectCreate
 from stratum.jobs.schemas import JobSubmit
 from stratum.knowledge import ingest_job
-from stratum.knowledge.ingest_job import uploads_dir
 from stratum.knowledge.schemas import KbCreate, KbSettings, KbUpdate
+from stratum.knowledge.uploads import uploads_dir
 from tests.gateway.conftest import Gateway
 from tests.gateway.kb_jobs import running_worker
 from tests.knowledge.conftest import CORPUS
@@ -99,8 +99,83 @@ def test_upload_chinese_markdown_and_pdf_then_search(
     library = [h for h in hits.json()["hits"] if h["source"] == "library.md"]
     assert library and all("二十四小时" in h["text"] for h in library)
     assert len(gateway.client.get(f"{KB}/documents", headers=developer).json()) == 2
+    # The older upload's copy of library.md went with its chunks; its PDF still backs a document.
+    stored = [
+        p for p in (gateway.state.settings.artifacts_dir / "kb-uploads" / kb_id).rglob("*") if p.is_file()
+    ]
+    assert sorted(p.name for p in stored) == ["library.md", "x1_manual.pdf"]
+    assert "二十四小时" in next(p for p in stored if p.name == "library.md").read_text("utf-8")
     assert gateway.client.delete(KB, headers=developer).status_code == 204
     assert not (gateway.state.settings.artifacts_dir / "kb-uploads" / kb_id).exists()
+
+
+def test_remove_documents_with_their_chunks_and_uploads(
+    gateway: Gateway, keys: dict[str, dict[str, str]], worker: None
+) -> None:
+    developer, viewer = keys["developer"], keys["viewer"]
+    assert (
+        gateway.client.post(
+            f"{KB}/files", files=_files("tea.md", "library.md"), headers=developer
+        ).status_code
+        == 202
+    )
+    assert _wait(gateway, developer)["state"] == "done"
+    kb_id = gateway.state.knowledge.get(project="acme/bot", name="资料").id
+    uploads = gateway.state.settings.artifacts_dir / "kb-uploads" / kb_id
+
+    def sources() -> set[str]:
+        return {d["source"] for d in gateway.client.get(f"{KB}/documents", headers=developer).json()}
+
+    def bm25(query: str) -> set[str]:
+        body = {"query": query, "k": 10, "mode": "bm25"}
+        return {
+            h["source"]
+            for h in gateway.client.post(f"{KB}/search", json=body, headers=developer).json()["hits"]
+        }
+
+    assert "tea.md" in bm25("龙井 水温")
+    denied = gateway.client.delete(f"{KB}/documents", params={"source": "tea.md"}, headers=viewer)
+    assert denied.status_code == 403
+    # All named or none: an unknown source removes nothing.
+    unknown = gateway.client.delete(
+        f"{KB}/documents", params={"source": ["tea.md", "没有.md"]}, headers=developer
+    )
+    assert unknown.status_code == 404, unknown.text
+    assert (
+        unknown.json()["error"]["code"] == "document_not_found"
+        and "没有.md" in unknown.json()["error"]["message"]
+    )
+    assert sources() == {"tea.md", "library.md"}
+
+    removed = gateway.client.delete(f"{KB}/documents", params={"source": "tea.md"}, headers=developer)
+    assert removed.status_code == 200, removed.text
+    assert [d["source"] for d in removed.json()] == ["tea.md"] and removed.json()[0]["chunks_done"] > 0
+    assert sources() == {"library.md"}
+    assert "tea.md" not in bm25("龙井 水温") and "library.md" in bm25("逾期归还 滞纳金")
+    assert sorted(p.name for p in uploads.rglob("*") if p.is_file()) == ["library.md"]
+    again = gateway.client.delete(f"{KB}/documents", params={"source": "tea.md"}, headers=developer)
+    assert again.status_code == 404
+    none = gateway.client.delete(f"{KB}/documents", headers=developer)
+    assert none.status_code == 400 and none.json()["error"]["type"] == "invalid_request_error"
+
+    # The last document goes with its upload folder.
+    assert (
+        gateway.client.delete(
+            f"{KB}/documents", params={"source": "library.md"}, headers=developer
+        ).status_code
+        == 200
+    )
+    assert sources() == set() and list(uploads.iterdir()) == []
+
+
+def test_remove_documents_waits_for_a_running_ingest(
+    gateway: Gateway, keys: dict[str, dict[str, str]]
+) -> None:
+    developer = keys["developer"]
+    # No worker: the upload's job stays queued.
+    assert gateway.client.post(f"{KB}/files", files=_files("tea.md"), headers=developer).status_code == 202
+    busy = gateway.client.delete(f"{KB}/documents", params={"source": "tea.md"}, headers=developer)
+    assert busy.status_code == 409 and "already being ingested" in busy.json()["error"]["message"]
 
 
 def test_upload_limits_names_and_roles(

@@ -1,4 +1,5 @@
-"""``stratum kb …``: knowledge bases — create, list, ingest, search, eval, export, import, delete.
+"""``stratum kb …``: knowledge bases — create, list, ingest, search, eval, export, import, delete,
+and their documents (list, remove).
 
 Runs in this process against the platform's store (like every other CLI group), with its own
 encoder: a running gateway sees new chunks on its next search. A KB is named ``NAME`` when only
@@ -19,8 +20,10 @@ from stratum.cli.store import open_database
 
 if TYPE_CHECKING:
     from stratum.engine.base import Encoder
+    from stratum.jobs.service import JobService
     from stratum.knowledge.schemas import KbPublic
     from stratum.knowledge.service import KnowledgeService
+    from stratum.settings import Settings
     from stratum.storage.db import Database
 
 app = typer.Typer(
@@ -179,13 +182,72 @@ def set_settings(
     print_fields(_summary(found), title="settings updated")
 
 
+@contextmanager
+def _with_jobs() -> Iterator[tuple[KnowledgeService, JobService, Settings]]:
+    from stratum.jobs.service import JobService
+    from stratum.settings import Settings
+
+    settings = Settings()
+    with _knowledge() as (db, service):
+        yield service, JobService(db, jobs_dir=settings.jobs_dir), settings
+
+
 @app.command("delete")
 def delete(kb: KbArg) -> None:
-    """Delete a knowledge base with its documents and chunks."""
-    with _knowledge() as (_, service):
+    """Delete a knowledge base with its documents, chunks and uploaded files (its queued or
+    running ingest is cancelled)."""
+    from stratum.knowledge.removal import delete_kb
+
+    with _with_jobs() as (service, jobs, settings):
         found = service.resolve(kb)
-        service.delete(found)
+        delete_kb(jobs, service, found, settings.artifacts_dir)
     typer.echo(f"deleted {found.ref}")
+
+
+@app.command("documents")
+def documents(kb: KbArg, as_json: JsonFlag = False) -> None:
+    """List a knowledge base's documents (source, status, pages, chunks)."""
+    with _knowledge() as (_, service):
+        found = service.documents(service.resolve(kb))
+    if as_json:
+        print_json([d.model_dump(mode="json") for d in found])
+        return
+    print_table(
+        [
+            {
+                "source": d.source,
+                "status": d.status,
+                "pages": d.pages,
+                "chunks": d.chunks_done,
+                "tags": ",".join(d.tags),
+                "updated": f"{d.updated_at:%Y-%m-%d %H:%M}",
+            }
+            for d in found
+        ],
+        ("source", "status", "pages", "chunks", "tags", "updated"),
+        empty=f"{kb} has no documents yet; add some with `stratum kb ingest {kb} PATH`",
+    )
+
+
+@app.command("remove")
+def remove(
+    kb: KbArg,
+    sources: Annotated[
+        list[str],
+        typer.Argument(metavar="SOURCE...", help="Documents to remove, as `kb documents` lists them."),
+    ],
+    as_json: JsonFlag = False,
+) -> None:
+    """Remove documents with their chunks and uploaded files (all named or none)."""
+    from stratum.knowledge.removal import remove_documents
+
+    with _with_jobs() as (service, jobs, settings):
+        removed = remove_documents(jobs, service, service.resolve(kb), sources, settings.artifacts_dir)
+    if as_json:
+        print_json([d.model_dump(mode="json") for d in removed])
+        return
+    for d in removed:
+        typer.echo(f"removed {d.source} ({d.chunks_done} chunks)")
 
 
 @app.command("ingest")

@@ -36,6 +36,7 @@ from stratum.errors import Conflict, InvalidRequest, PolicyDenied
 from stratum.jobs.context import JobContext
 from stratum.jobs.schemas import JobPublic, JobSubmit
 from stratum.jobs.service import ExclusiveKeyHeld
+from stratum.knowledge import uploads
 from stratum.knowledge.schemas import IngestProgress, KbPublic
 from stratum.settings import Settings
 from stratum.storage import Database
@@ -162,6 +163,9 @@ def execute(
     last["at"] = 0.0
     last["files"] = -1
     report(result)
+    pruned = uploads.prune_superseded(settings.artifacts_dir, kb, [Path(p) for p in config.server_paths])
+    if pruned:
+        context.log(f"removed {pruned} older uploaded copies of these files")
     for error in result.errors:
         context.log(f"warning: {error}")
     context.metrics.update(
@@ -223,11 +227,6 @@ def cancel_all(jobs: Any, kb: KbPublic) -> None:
     for job in active_jobs(jobs, kb):
         with contextlib.suppress(Conflict):  # it finished in between
             jobs.cancel(job.id)
-
-
-def uploads_dir(artifacts_dir: Path, kb: KbPublic) -> Path:
-    """Where files uploaded to ``kb`` are kept (one folder per upload)."""
-    return artifacts_dir / "kb-uploads" / kb.id
 
 
 def submit(

@@ -103,6 +103,19 @@ def _source_of(path: Path, default: str, sources: Mapping[Path, str] | None) -> 
     return default
 
 
+def _document(r: KbDocumentRow) -> DocumentPublic:
+    return DocumentPublic(
+        id=r.id,
+        source=r.source,
+        status=r.status,
+        chunks_total=r.chunks_total,
+        chunks_done=r.chunks_done,
+        pages=r.pages,
+        tags=list(r.tags or []),
+        updated_at=r.updated_at,
+    )
+
+
 def _meta(c: KbChunkRow, source: str, tags: Any, doc_date: datetime | None) -> ChunkMeta:
     return ChunkMeta(
         id=c.id,
@@ -244,24 +257,36 @@ class KnowledgeService:
         with self._snapshot_lock:
             self._snapshots.pop(kb.id, None)
 
+    def remove_documents(self, kb: KbPublic, sources: Sequence[str]) -> list[DocumentPublic]:
+        """Remove documents (by source) with their chunks, in one transaction: all of them, or
+        none and ``NotFound`` naming those the KB does not hold."""
+        wanted = list(dict.fromkeys(sources))
+        if not wanted:
+            raise InvalidRequest("name at least one document source to remove", param="source")
+        with self._db.session() as session:
+            rows = session.scalars(
+                select(KbDocumentRow).where(KbDocumentRow.kb_id == kb.id, KbDocumentRow.source.in_(wanted))
+            ).all()
+            missing = sorted(set(wanted) - {r.source for r in rows})
+            if missing:
+                raise NotFound(
+                    f"knowledge base {kb.name} has no document {', '.join(map(repr, missing))}",
+                    param="source",
+                    code="document_not_found",
+                )
+            removed = [_document(r) for r in sorted(rows, key=lambda r: r.source)]
+            ids = [r.id for r in rows]
+            session.execute(delete(KbChunkRow).where(KbChunkRow.document_id.in_(ids)))
+            session.execute(delete(KbDocumentRow).where(KbDocumentRow.id.in_(ids)))
+            self._bump(session, kb.id)
+        return removed
+
     def documents(self, kb: KbPublic) -> list[DocumentPublic]:
         with self._db.session(write=False) as session:
             rows = session.scalars(
                 select(KbDocumentRow).where(KbDocumentRow.kb_id == kb.id).order_by(KbDocumentRow.source)
             ).all()
-            return [
-                DocumentPublic(
-                    id=r.id,
-                    source=r.source,
-                    status=r.status,
-                    chunks_total=r.chunks_total,
-                    chunks_done=r.chunks_done,
-                    pages=r.pages,
-                    tags=list(r.tags or []),
-                    updated_at=r.updated_at,
-                )
-                for r in rows
-            ]
+            return [_document(r) for r in rows]
 
     @staticmethod
     def _counts(session: Session, kb_id: str) -> tuple[int, int]:

@@ -28,10 +28,9 @@ from stratum.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, 
 from stratum.gateway.deps import ContextDep, RequestContext, StateDep
 from stratum.gateway.state import AppState
 from stratum.governance.schemas import ProjectPublic
-from stratum.knowledge import ingest_job
+from stratum.knowledge import ingest_job, removal, uploads
 from stratum.knowledge.archive import export_kb
 from stratum.knowledge.extract import SUFFIXES, supported
-from stratum.knowledge.ingest_job import uploads_dir
 from stratum.knowledge.schemas import (
     DocumentPublic,
     IngestProgress,
@@ -140,19 +139,34 @@ async def list_documents(
     return await anyio.to_thread.run_sync(lambda: knowledge(state).documents(found))
 
 
+@router.delete("/kb/{kb}/documents", response_model=list[DocumentPublic])
+async def remove_documents(
+    kb: str,
+    context: ContextDep,
+    state: StateDep,
+    source: list[str] = Query(..., description="A document's source, as listed (repeatable)."),
+    project: str | None = ProjectParam,
+) -> list[DocumentPublic]:
+    """Remove documents with their chunks (all named or none: 404 naming the unknown ones), and
+    their uploaded files; 409 while an ingest of the KB is queued or running."""
+    found = await resolve_kb(context, state, kb, project, "write")
+
+    return await anyio.to_thread.run_sync(
+        lambda: removal.remove_documents(
+            state.jobs, knowledge(state), found, source, state.settings.artifacts_dir
+        )
+    )
+
+
 @router.delete("/kb/{kb}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_kb(
     kb: str, context: ContextDep, state: StateDep, project: str | None = ProjectParam
 ) -> Response:
     found = await resolve_kb(context, state, kb, project, "write")
 
-    def remove() -> None:
-        # Its queued/running ingest jobs are cancelled, its uploaded files removed with it.
-        ingest_job.cancel_all(state.jobs, found)
-        knowledge(state).delete(found)
-        shutil.rmtree(uploads_dir(state.settings.artifacts_dir, found), ignore_errors=True)
-
-    await anyio.to_thread.run_sync(remove)
+    await anyio.to_thread.run_sync(
+        lambda: removal.delete_kb(state.jobs, knowledge(state), found, state.settings.artifacts_dir)
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -282,7 +296,7 @@ async def upload_files(
     limit = state.settings.kb_upload_max_bytes
     seen: set[str] = set()
     names = [_upload_name(upload.filename, seen) for upload in files]
-    folder = uploads_dir(state.settings.artifacts_dir, found) / uuid.uuid4().hex
+    folder = uploads.uploads_dir(state.settings.artifacts_dir, found) / uuid.uuid4().hex
     await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
     try:
         for upload, name in zip(files, names, strict=True):
