@@ -103,6 +103,10 @@ def _source_of(path: Path, default: str, sources: Mapping[Path, str] | None) -> 
     return default
 
 
+# A name, not ``list[…]``: inside the class ``list`` is the method that lists KBs.
+Documents = list[DocumentPublic]
+
+
 def _document(r: KbDocumentRow) -> DocumentPublic:
     return DocumentPublic(
         id=r.id,
@@ -257,7 +261,7 @@ class KnowledgeService:
         with self._snapshot_lock:
             self._snapshots.pop(kb.id, None)
 
-    def remove_documents(self, kb: KbPublic, sources: Sequence[str]) -> list[DocumentPublic]:
+    def remove_documents(self, kb: KbPublic, sources: Sequence[str]) -> Documents:
         """Remove documents (by source) with their chunks, in one transaction: all of them, or
         none and ``NotFound`` naming those the KB does not hold."""
         wanted = list(dict.fromkeys(sources))
@@ -281,7 +285,7 @@ class KnowledgeService:
             self._bump(session, kb.id)
         return removed
 
-    def documents(self, kb: KbPublic) -> list[DocumentPublic]:
+    def documents(self, kb: KbPublic) -> Documents:
         with self._db.session(write=False) as session:
             rows = session.scalars(
                 select(KbDocumentRow).where(KbDocumentRow.kb_id == kb.id).order_by(KbDocumentRow.source)
