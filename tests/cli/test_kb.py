@@ -83,7 +83,10 @@ def test_create_ingest_search_export_import(runner: CliRunner, tmp_path: Path) -
     )
     removed = runner.invoke(app, ["kb", "remove", "茶", "tea.md"])
     tea_chunks = next(d["chunks_done"] for d in documents if d["source"] == "tea.md")
-    assert removed.exit_code == 0 and removed.stdout.strip() == f"removed tea.md ({tea_chunks} chunks)"
+    assert (
+        removed.exit_code == 0
+        and removed.stdout.strip() == f"removed tea.md ({tea_chunks} chunk{'' if tea_chunks == 1 else 's'})"
+    )
     left = _json(runner, "kb", "search", "茶", "龙井 清明", "--mode", "bm25")
     assert {h["source"] for h in left["hits"]} <= {"green_tea.md"}
     assert [kb["chunks"] for kb in _json(runner, "kb", "list")] == [progress["chunks_done"] - tea_chunks]

@@ -46,6 +46,7 @@ def test_list_and_remove_documents(tmp_path: Path) -> None:
     assert set(documents) == {"tea.md", "library.md", "x1_manual.pdf", "年假制度.md"}
     assert documents["x1_manual.pdf"]["pages"] >= 3 and all(d["status"] == "done" for d in documents.values())
 
+    assert documents["x1_manual.pdf"]["chunks_done"] > 1 and documents["年假制度.md"]["chunks_done"] > 1
     removed = stratum("kb", "remove", "制度库", "年假制度.md", "x1_manual.pdf")
     assert removed.returncode == 0, removed.stderr
     assert removed.stdout.splitlines() == [

@@ -247,7 +247,7 @@ def remove(
         print_json([d.model_dump(mode="json") for d in removed])
         return
     for d in removed:
-        typer.echo(f"removed {d.source} ({d.chunks_done} chunks)")
+        typer.echo(f"removed {d.source} ({d.chunks_done} chunk{'' if d.chunks_done == 1 else 's'})")
 
 
 @app.command("ingest")
