@@ -2,6 +2,8 @@
 # Installs the system services the test suite starts, when they are missing (CI on a fresh machine).
 #
 #   bash scripts/services.sh redis     # redis-server (Debian/Ubuntu package), for scripts/redis-test.sh
+#   bash scripts/services.sh ocr       # tesseract-ocr + Chinese data + poppler-utils, the OCR plugin
+#   bash scripts/services.sh redis ocr # both
 #
 # Uses apt-get as root, or through sudo when available; runs `apt-get update` only if the install
 # fails without it (a fresh image has no package lists).
@@ -28,7 +30,18 @@ redis() {
     apt_install redis-server
 }
 
-case "${1:-}" in
-    redis) redis ;;
-    *) echo "usage: $0 redis" >&2; exit 2 ;;
-esac
+ocr() {
+    command -v tesseract >/dev/null && command -v pdftoppm >/dev/null \
+        && tesseract --list-langs 2>/dev/null | grep -qx chi_sim && return
+    echo "services.sh: installing tesseract-ocr, tesseract-ocr-chi-sim, poppler-utils" >&2
+    apt_install tesseract-ocr tesseract-ocr-chi-sim poppler-utils
+}
+
+[[ $# -gt 0 ]] || { echo "usage: $0 redis|ocr ..." >&2; exit 2; }
+for service in "$@"; do
+    case "$service" in
+        redis) redis ;;
+        ocr) ocr ;;
+        *) echo "usage: $0 redis|ocr ..." >&2; exit 2 ;;
+    esac
+done

@@ -68,6 +68,20 @@ def test_a_sentence_longer_than_a_chunk_is_cut() -> None:
     assert [len(c.text) for c in chunks] == [100, 100, 50]
 
 
+def test_a_new_page_starts_a_new_chunk() -> None:
+    blocks = [
+        Block("text", "第一页第一段。", page=1),
+        Block("text", "第一页第二段，这句话跨页", page=1),
+        Block("text", "继续到第二页。第二页的内容。", page=2),
+        Block("text", "第二页末段。", page=2),
+    ]
+    chunks = chunk_blocks(blocks, size=200, overlap=20)
+    assert [(c.page, c.text) for c in chunks] == [
+        (1, "第一页第一段。\n第一页第二段，这句话跨页"),
+        (2, "继续到第二页。第二页的内容。\n第二页末段。"),
+    ]
+
+
 def test_pdf_keeps_pages_and_numbered_headings() -> None:
     extracted = extract(CORPUS / "x1_manual.pdf", (CORPUS / "x1_manual.pdf").read_bytes())
     assert extracted.pages == 3

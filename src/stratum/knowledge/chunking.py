@@ -13,7 +13,9 @@ Rules, in order:
 5. Consecutive chunks of the same section share ``overlap`` tokens of trailing sentences, so a
    fact that straddles a boundary is whole in at least one chunk.
 
-Pages: a chunk keeps the page its first block came from.
+Pages: a new page starts a new chunk (no overlap carried across), so every chunk comes from one
+page and its citation's page is exact — the page-per-document split of PDF loaders, kept across
+headings and packing.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def chunk_blocks(blocks: list[Block], *, size: int, overlap: int) -> list[Chunk]
     def add(piece: str, piece_page: int | None, starts: bool = True) -> None:
         nonlocal tokens, page
         n = count_tokens(piece)
-        if tokens + n > size and tokens > 0:
+        if tokens > 0 and piece_page != page:
+            flush(keep_overlap=False)
+        elif tokens + n > size and tokens > 0:
             flush(keep_overlap=True)
             # The carried overlap plus this piece may still not fit: drop the overlap then.
             if tokens + n > size:

@@ -1,0 +1,59 @@
+"""OCR with the real Tesseract plugin on scanned Chinese files (``corpus_ocr``: images with no
+text layer, made by ``scripts/make_ocr_fixtures.py``). ``make test`` installs tesseract-ocr,
+tesseract-ocr-chi-sim and poppler-utils and sets ``STRATUM_TEST_OCR=1``: there a missing tool
+fails the test instead of skipping it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stratum.knowledge.extract import extract
+from stratum.knowledge.schemas import KbPublic, SearchRequest
+from stratum.knowledge.service import KnowledgeService
+from tests.knowledge.conftest import HashEncoder
+
+SCANS = Path(__file__).parent / "corpus_ocr"
+
+
+@pytest.fixture(autouse=True)
+def _tesseract() -> None:
+    missing = [tool for tool in ("tesseract", "pdftoppm") if shutil.which(tool) is None]
+    if missing:
+        packages = "tesseract-ocr tesseract-ocr-chi-sim poppler-utils"
+        message = f"{', '.join(missing)} not installed (apt-get install {packages})"
+        if os.environ.get("STRATUM_TEST_OCR") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _text(path: Path) -> dict[int | None, str]:
+    pages: dict[int | None, str] = {}
+    for block in extract(path, path.read_bytes()).blocks:
+        pages[block.page] = pages.get(block.page, "") + block.text
+    return pages
+
+
+def test_a_scanned_image_and_a_scanned_pdf_are_read_page_by_page() -> None:
+    image = _text(SCANS / "会议室须知.png")
+    assert "小会议室每次最多预订两个小时" in image[None] and "需提前两天在行政系统中预订" in image[None]
+    pdf = _text(SCANS / "档案室扫描件.pdf")
+    assert sorted(pdf) == [1, 2]
+    assert "借阅期限不超过十个工作日" in pdf[1] and "涉密档案" not in pdf[1]
+    assert "涉密档案只能在档案室内查阅" in pdf[2]
+
+
+def test_scanned_files_are_ingested_and_cited_with_their_page(
+    service: KnowledgeService, kb: KbPublic, encoder: HashEncoder
+) -> None:
+    result = service.ingest(kb, [SCANS], encoder=encoder)
+    assert (result.files_done, result.files_failed, result.pages_done) == (2, 0, 3), result.errors
+    hits = service.search(kb, SearchRequest(query="涉密档案 复印 拍照", k=3, mode="bm25"), encoder=None).hits
+    assert (hits[0].source, hits[0].page) == ("档案室扫描件.pdf", 2)
+    hits = service.search(
+        kb, SearchRequest(query="小会议室 预订 几个小时", k=3, mode="bm25"), encoder=None
+    ).hits
+    assert hits[0].source == "会议室须知.png"
