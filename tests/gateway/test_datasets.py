@@ -100,3 +100,78 @@ def test_viewer_reads_but_cannot_write(gateway: Gateway, developer: dict[str, st
         BASE, json={"name": "x", "rows": [{"prompt": "问", "chosen": "好", "rejected": "坏"}]}, headers=viewer
     )
     assert denied.status_code == 403 and denied.json()["error"]["rule"] == "rbac.viewer"
+
+
+def test_from_feedback_builds_from_this_projects_feedback_only(
+    gateway: Gateway, developer: dict[str, str]
+) -> None:
+    from stratum.registry.responses import ServedResponse
+
+    state = gateway.state
+    state.tenancy.create_project("acme", ProjectCreate(name="other"))
+    projects = {p.name: p.id for p in state.tenancy.list_projects("acme")}
+    for response_id, project, question in (
+        ("r-bot", "bot", "怎么退款？"),
+        ("r-bot-bare", "bot", "发票怎么开？"),
+        ("r-other", "other", "别的项目的问题？"),
+    ):
+        state.responses.remember(
+            ServedResponse(
+                request_id=f"req-{response_id}",
+                model="客服",
+                version_ref="客服@1",
+                status=200,
+                latency_ms=1.0,
+                response_id=response_id,
+                project_id=projects[project],
+                prompt=[{"role": "user", "content": question}],
+                answer="不知道。",
+            )
+        )
+    state.responses.flush()
+    for response_id, correction in (
+        ("r-bot", "请在订单页申请退款。"),
+        ("r-bot-bare", None),
+        ("r-other", "机密"),
+    ):
+        state.feedback.submit(
+            response_id=response_id,
+            thumbs="down",
+            correction=correction,
+            is_admin=True,
+            feedback_id=f"fb-{response_id}",
+        )
+
+    made = gateway.client.post(f"{BASE}/from-feedback", json={"name": "客服反馈"}, headers=developer)
+    assert made.status_code == 201, made.text
+    body = made.json()
+    assert (body["feedback"], body["corrections"], body["review"]) == (2, 1, 1)
+    assert body["version"]["ref"] == "acme/bot/客服反馈@1" and body["version"]["row_count"] == 2
+    rows = gateway.client.get(f"{BASE}/客服反馈/versions/1/rows", headers=developer).json()["rows"]
+    texts = json_dump(rows)
+    assert "请在订单页申请退款。" in texts and "机密" not in texts and "别的项目" not in texts
+    queue = gateway.client.get(f"{BASE}/客服反馈/versions/1/review", headers=developer).json()
+    assert len(queue) == 1
+
+    nothing = gateway.client.post(f"{BASE}/from-feedback", json={"model": "没有这个模型"}, headers=developer)
+    assert nothing.status_code == 400 and nothing.json()["error"]["code"] == "no_feedback_rows"
+    naive = gateway.client.post(
+        f"{BASE}/from-feedback", json={"since": "2026-01-01T00:00:00"}, headers=developer
+    )
+    assert naive.status_code == 400 and "time zone" in naive.json()["error"]["message"]
+    viewer_key, _ = state.keys.create_key(name="v", role="viewer", project="acme/bot")
+    denied = gateway.client.post(
+        f"{BASE}/from-feedback", json={}, headers={"authorization": f"Bearer {viewer_key}"}
+    )
+    assert denied.status_code == 403
+    other_key, _ = state.keys.create_key(name="o", role="developer", project="acme/other")
+    sibling = gateway.client.post(
+        f"{BASE}/from-feedback", json={}, headers={"authorization": f"Bearer {other_key}"}
+    )
+    assert sibling.status_code == 403
+
+
+def json_dump(value: object) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)

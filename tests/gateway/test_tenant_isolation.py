@@ -30,6 +30,7 @@ BODIES = {
         "name": "d",
         "rows": [{"instruction": "问", "output": "答"}],
     },
+    ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets/from-feedback"): {"name": "反馈"},
     ("POST", "/admin/v1/orgs/{org}/projects/{project}/datasets/{dataset}/versions/{version}/transform"): {
         "steps": ["clean"]
     },

@@ -77,10 +77,15 @@ def build(
     project: str | None = None,
     source: str | None = None,
     actor: str = "local",
+    feedback_project_id: str | None = None,
 ) -> FeedbackDataset:
-    """The next version of dataset ``name`` from feedback (``model``: ``NAME`` or ``NAME@V``)."""
+    """The next version of dataset ``name`` from feedback (``model``: ``NAME`` or ``NAME@V``);
+    ``feedback_project_id`` keeps only feedback on responses served to that project (the admin
+    API: a project never builds from another tenant's traffic)."""
     check_name(name)
-    items = feedback.examples(model_ref=model, since=since, max_score=max_score)
+    items = feedback.examples(
+        model_ref=model, since=since, max_score=max_score, project_id=feedback_project_id
+    )
     rows: list[dict[str, Any]] = []
     used: list[FeedbackExample] = []
     queued: list[int] = []

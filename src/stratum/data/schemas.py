@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DatasetFormat = Literal["chat", "instruction", "preference"]
 
@@ -121,6 +121,30 @@ class LabelRequest(BaseModel):
     rules: dict[str, list[str]]
     default: str | None = None
     threshold: float = Field(default=0.6, ge=0, le=1)
+
+
+class FeedbackDatasetRequest(BaseModel):
+    """Admin API body: the project's low-scored feedback → the next version of a chat dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "feedback"
+    model: str | None = Field(default=None, description="NAME (every version) or NAME@VERSION.")
+    since: datetime | None = Field(default=None, description="Feedback at or after this instant (ISO 8601).")
+    max_score: float = Field(
+        default=0.5, ge=0, le=1, description="Scores up to this count (thumbs down = 0)."
+    )
+    prompts: dict[str, Any] | None = Field(
+        default=None,
+        description="response_id -> prompt (text or messages) for feedback given before prompts were kept.",
+    )
+
+    @field_validator("since")
+    @classmethod
+    def _zoned(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a time zone (e.g. 2026-01-01T00:00:00Z)")
+        return value
 
 
 class LabelResult(BaseModel):

@@ -15,11 +15,14 @@ import anyio
 from fastapi import APIRouter, Query, status
 
 from stratum.data import DatasetPublic, DatasetService, DatasetVersion
+from stratum.data import feedback as feedback_data
+from stratum.data.feedback import FeedbackDataset
 from stratum.data.formats import SourceRow
 from stratum.data.review import KeywordLabeller, ReviewService
 from stratum.data.schemas import (
     DatasetDiff,
     DatasetImport,
+    FeedbackDatasetRequest,
     LabelRequest,
     LabelResult,
     ReviewDecision,
@@ -27,6 +30,7 @@ from stratum.data.schemas import (
     TransformRequest,
 )
 from stratum.data.transforms import TransformService
+from stratum.errors import InvalidRequest
 from stratum.gateway.deps import ContextDep, RequestContext, StateDep
 from stratum.gateway.state import AppState
 
@@ -67,6 +71,41 @@ async def import_rows(
             actor=context.principal.key_id,
         )
     )
+
+
+@router.post("/from-feedback", response_model=FeedbackDataset, status_code=status.HTTP_201_CREATED)
+async def from_feedback(
+    org: str, project: str, body: FeedbackDatasetRequest, context: ContextDep, state: StateDep
+) -> FeedbackDataset:
+    """The next version of a chat dataset from low-scored feedback on this project's responses
+    (``stratum data from-feedback``): corrections become rows, bare thumbs-down are queued for
+    review; 400 ``no_feedback_rows`` when no row could be built."""
+    scope = await context.project(org, project, "datasets.write")
+
+    def build() -> FeedbackDataset:
+        made = feedback_data.build(
+            _service(state),
+            state.feedback,
+            name=body.name,
+            model=body.model,
+            since=body.since,
+            max_score=body.max_score,
+            prompts=body.prompts,
+            project=scope.path,
+            source="request",
+            actor=context.principal.key_id,
+            feedback_project_id=scope.id,
+        )
+        if made.version is None:
+            raise InvalidRequest(
+                f"no dataset row could be built from {made.feedback} low-scored feedback "
+                f"({made.missing_prompt} without a known prompt, {made.missing_answer} bare "
+                "thumbs-down without a kept answer); send prompts for feedback older than prompt keeping",
+                code="no_feedback_rows",
+            )
+        return made
+
+    return await anyio.to_thread.run_sync(build)
 
 
 @router.get("/{dataset}", response_model=DatasetPublic)
