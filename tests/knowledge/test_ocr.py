@@ -46,6 +46,32 @@ def test_a_scanned_image_and_a_scanned_pdf_are_read_page_by_page() -> None:
     assert "涉密档案只能在档案室内查阅" in pdf[2]
 
 
+def test_a_pdf_with_some_scanned_pages_gets_them_read_and_kept_for_a_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pypdf import PdfReader, PdfWriter
+
+    from tests.knowledge.conftest import CORPUS
+
+    mixed = PdfWriter()
+    mixed.add_page(PdfReader(CORPUS / "x1_manual.pdf").pages[0])  # a text layer
+    mixed.add_page(PdfReader(SCANS / "档案室扫描件.pdf").pages[1])  # an image only
+    path = tmp_path / "混合.pdf"
+    with path.open("wb") as out:
+        mixed.write(out)
+    pages = _text(path)
+    assert sorted(pages) == [1, 2] and "X1" in pages[1] and "涉密档案只能在档案室内查阅" in pages[2]
+    cached = list((tmp_path / "home" / "cache" / "ocr").rglob("*.txt"))
+    assert [p.name for p in cached] == ["2.txt"]  # only the scanned page went through OCR
+
+    # Without Tesseract on PATH: the kept page text still serves (a resumed ingest re-reads no page)...
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert _text(path) == pages
+    # ...and a mixed PDF that was never read keeps its text pages instead of failing.
+    cached[0].unlink()
+    assert sorted(_text(path)) == [1]
+
+
 def test_scanned_files_are_ingested_and_cited_with_their_page(
     service: KnowledgeService, kb: KbPublic, encoder: HashEncoder
 ) -> None:

@@ -196,10 +196,13 @@ def _pdf(data: bytes) -> Extracted:
             empty_pages.append(number)
             continue
         blocks.extend(_pdf_page_blocks(text, number))
-    if empty_pages and len(empty_pages) == len(reader.pages):
-        from stratum.knowledge.ocr import ocr_pdf
+    if empty_pages:
+        from stratum.knowledge import ocr
 
-        blocks = ocr_pdf(data)
+        # A scan: OCR it (or say OCR is missing). A text PDF with some scanned pages: those are
+        # read when Tesseract is installed (or were read before), else left out.
+        scanned = ocr.ocr_pdf(data, empty_pages, required=len(empty_pages) == len(reader.pages))
+        blocks = sorted([*blocks, *scanned], key=lambda b: b.page or 0)
     return Extracted(blocks, pages=len(reader.pages))
 
 
