@@ -75,7 +75,10 @@ def test_a_pdf_with_some_scanned_pages_gets_them_read_and_kept_for_a_resume(
 def test_scanned_files_are_ingested_and_cited_with_their_page(
     service: KnowledgeService, kb: KbPublic, encoder: HashEncoder
 ) -> None:
-    result = service.ingest(kb, [SCANS], encoder=encoder)
+    shown: list[str | None] = []
+    result = service.ingest(kb, [SCANS], encoder=encoder, progress=lambda p: shown.append(p.current))
+    # The progress names the page a long scan is at (OCR is seconds a page).
+    assert "档案室扫描件.pdf (OCR 1/2 pages)" in shown and "档案室扫描件.pdf (OCR 2/2 pages)" in shown
     assert (result.files_done, result.files_failed, result.pages_done) == (2, 0, 3), result.errors
     hits = service.search(kb, SearchRequest(query="涉密档案 复印 拍照", k=3, mode="bm25"), encoder=None).hits
     assert (hits[0].source, hits[0].page) == ("档案室扫描件.pdf", 2)

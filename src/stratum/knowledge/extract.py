@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -59,8 +59,9 @@ def supported(path: Path) -> bool:
     return path.suffix.lower() in SUFFIXES
 
 
-def extract(path: Path, data: bytes) -> Extracted:
-    """Blocks of ``data`` (the bytes of ``path``), dispatched on the file suffix."""
+def extract(path: Path, data: bytes, *, ocr_progress: Callable[[int, int], None] | None = None) -> Extracted:
+    """Blocks of ``data`` (the bytes of ``path``), dispatched on the file suffix.
+    ``ocr_progress(done, total)``: pages of a scanned PDF read so far (OCR takes seconds a page)."""
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise InvalidRequest(f"unsupported file type {path.suffix or '(none)'}: {path.name}", param="paths")
@@ -75,7 +76,7 @@ def extract(path: Path, data: bytes) -> Extracted:
         "image": _image,
     }[kind]
     try:
-        return reader(data)
+        return _pdf(data, ocr_progress) if kind == "pdf" else reader(data)
     except (InvalidRequest, ImportError):
         raise
     except Exception as exc:  # a parser's own error types: a corrupt or unsupported file
@@ -182,7 +183,7 @@ def _table_blocks(rows: list[list[str]], page: int | None = None) -> list[Block]
     return blocks
 
 
-def _pdf(data: bytes) -> Extracted:
+def _pdf(data: bytes, ocr_progress: Callable[[int, int], None] | None = None) -> Extracted:
     try:
         from pypdf import PdfReader
     except ImportError as exc:
@@ -201,7 +202,9 @@ def _pdf(data: bytes) -> Extracted:
 
         # A scan: OCR it (or say OCR is missing). A text PDF with some scanned pages: those are
         # read when Tesseract is installed (or were read before), else left out.
-        scanned = ocr.ocr_pdf(data, empty_pages, required=len(empty_pages) == len(reader.pages))
+        scanned = ocr.ocr_pdf(
+            data, empty_pages, required=len(empty_pages) == len(reader.pages), progress=ocr_progress
+        )
         blocks = sorted([*blocks, *scanned], key=lambda b: b.page or 0)
     return Extracted(blocks, pages=len(reader.pages))
 

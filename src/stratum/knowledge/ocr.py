@@ -17,8 +17,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from stratum.errors import InvalidRequest
@@ -79,10 +79,12 @@ def ocr_pdf(
     required: bool = True,
     cache: Path | None = None,
     workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Block]:
     """Blocks of the given 1-based ``pages``, in page order. ``cache``: where page texts are kept
     (default ``default_cache()``); a cached page needs neither Tesseract nor pdftoppm. Without
-    ``required``, pages that would need a missing Tesseract are left out instead of failing."""
+    ``required``, pages that would need a missing Tesseract are left out instead of failing.
+    ``progress(done, total)`` is called on this thread as pages finish."""
     folder = (cache or default_cache()) / hashlib.sha256(data).hexdigest()
     with tempfile.TemporaryDirectory() as tmp:
         pdf = Path(tmp) / "doc.pdf"
@@ -117,5 +119,9 @@ def ocr_pdf(
 
         count = max(1, min(workers or os.cpu_count() or 1, len(pages)))
         with ThreadPoolExecutor(count) as pool:
-            texts = list(pool.map(one, pages))
+            futures = [pool.submit(one, page) for page in pages]
+            for done, _ in enumerate(as_completed(futures), start=1):
+                if progress is not None:
+                    progress(done, len(pages))
+            texts = [future.result() for future in futures]
     return [block for page, text in zip(pages, texts, strict=True) for block in paragraphs(text, page)]

@@ -399,7 +399,13 @@ class KnowledgeService:
         if known and known[1] == fingerprint and known[2] == "done":
             state.files_skipped += 1
             return
-        extracted = extract(path, data)
+
+        def ocr_progress(done: int, total: int) -> None:
+            state.current = f"{source} (OCR {done}/{total} pages)"
+            report()
+
+        extracted = extract(path, data, ocr_progress=ocr_progress)
+        state.current = source
         chunks = chunk_blocks(
             extracted.blocks, size=kb.settings.chunk_size, overlap=kb.settings.chunk_overlap
         )
