@@ -207,6 +207,11 @@ class Settings(BaseSettings):
     kb_upload_max_bytes: int = Field(
         default=100 * 1024 * 1024, ge=1, description="Largest file one KB upload may carry (bytes)."
     )
+    kb_ocr_languages: str = Field(
+        default="chi_sim+eng",
+        pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$",
+        description="Tesseract languages for scanned files (e.g. chi_tra+eng); each needs its data package.",
+    )
     kb_fetch_timeout: float = Field(default=20.0, gt=0, description="Seconds a KB URL fetch may take.")
     kb_fetch_max_bytes: int = Field(
         default=20 * 1024 * 1024, ge=1, description="Largest page a KB URL fetch downloads (bytes)."

@@ -72,6 +72,18 @@ def test_a_pdf_with_some_scanned_pages_gets_them_read_and_kept_for_a_resume(
     assert sorted(_text(path)) == [1]
 
 
+def test_the_ocr_languages_are_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stratum.settings import Settings
+
+    assert "涉密档案" in _text(SCANS / "档案室扫描件.pdf")[2]  # chi_sim+eng, now cached
+    monkeypatch.setenv("STRATUM_KB_OCR_LANGUAGES", "eng")  # English only: the Chinese is lost
+    assert "小会议室" not in _text(SCANS / "会议室须知.png")[None]
+    assert "涉密档案" not in _text(SCANS / "档案室扫描件.pdf").get(2, "")  # the cache is per language set
+    monkeypatch.setenv("STRATUM_KB_OCR_LANGUAGES", "chi sim")
+    with pytest.raises(ValueError, match="kb_ocr_languages"):
+        Settings()
+
+
 def test_scanned_files_are_ingested_and_cited_with_their_page(
     service: KnowledgeService, kb: KbPublic, encoder: HashEncoder
 ) -> None:

@@ -24,7 +24,6 @@ from pathlib import Path
 from stratum.errors import InvalidRequest
 from stratum.knowledge.extract import Block, paragraphs
 
-LANGUAGES = "chi_sim+eng"
 DPI = 200
 
 
@@ -43,10 +42,17 @@ def _require(tool: str, package: str) -> str:
     return path
 
 
-def _tesseract(image: Path) -> str:
+def languages() -> str:
+    """``STRATUM_KB_OCR_LANGUAGES`` (default ``chi_sim+eng``)."""
+    from stratum.settings import Settings
+
+    return Settings().kb_ocr_languages
+
+
+def _tesseract(image: Path, langs: str) -> str:
     tesseract = _require("tesseract", "tesseract-ocr tesseract-ocr-chi-sim")
     result = subprocess.run(
-        [tesseract, str(image), "stdout", "-l", LANGUAGES],
+        [tesseract, str(image), "stdout", "-l", langs],
         capture_output=True,
         text=True,
         timeout=300,
@@ -63,7 +69,7 @@ def ocr_image(data: bytes, page: int | None = None) -> list[Block]:
     with tempfile.TemporaryDirectory() as tmp:
         image = Path(tmp) / "page.png"
         image.write_bytes(data)
-        return paragraphs(_tesseract(image), page)
+        return paragraphs(_tesseract(image, languages()), page)
 
 
 def default_cache() -> Path:
@@ -85,7 +91,9 @@ def ocr_pdf(
     (default ``default_cache()``); a cached page needs neither Tesseract nor pdftoppm. Without
     ``required``, pages that would need a missing Tesseract are left out instead of failing.
     ``progress(done, total)`` is called on this thread as pages finish."""
-    folder = (cache or default_cache()) / hashlib.sha256(data).hexdigest()
+    langs = languages()
+    # Keyed by the languages too: other language data read the same page differently.
+    folder = (cache or default_cache()) / hashlib.sha256(data).hexdigest() / langs
     with tempfile.TemporaryDirectory() as tmp:
         pdf = Path(tmp) / "doc.pdf"
         pdf.write_bytes(data)
@@ -110,7 +118,7 @@ def ocr_pdf(
             if rendered.returncode != 0:
                 message = rendered.stderr.strip()[:200]
                 raise InvalidRequest(f"pdftoppm could not render page {page}: {message}")
-            text = _tesseract(stem.with_suffix(".png"))
+            text = _tesseract(stem.with_suffix(".png"), langs)
             folder.mkdir(parents=True, exist_ok=True)
             partial = kept.with_suffix(f".{os.getpid()}.tmp")
             partial.write_text(text, encoding="utf-8")
