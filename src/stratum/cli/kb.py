@@ -234,7 +234,7 @@ def remove(
     kb: KbArg,
     sources: Annotated[
         list[str],
-        typer.Argument(metavar="SOURCE...", help="Documents to remove, as `kb documents` lists them."),
+        typer.Argument(metavar="SOURCE", help="Documents to remove, as `kb documents` lists them."),
     ],
     as_json: JsonFlag = False,
 ) -> None:
