@@ -190,6 +190,22 @@ def db(
         migrated_templates.drop_postgres(name)
 
 
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A STRATUM_HOME holding the demo model built by the shipped recipe, once per session.
+
+    The build costs ~25 s of CPU: tests/engine/test_demo.py checks what it answers, and the e2e demo
+    server starts on a copy (its start-up then takes the cached-build path). Building from scratch
+    on start-up is tested in test_demo.py with a baby recipe (cache, rebuild, lock, progress).
+    """
+    # Imported here: the demo's training code is only needed by the two tests that use it.
+    from stratum.engine.demo import ensure_demo_model
+
+    home = tmp_path_factory.mktemp("demo-home")
+    ensure_demo_model(home)
+    return home
+
+
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
 

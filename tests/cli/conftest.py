@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,28 @@ def run_stratum() -> RunStratum:
             timeout=SUBPROCESS_TIMEOUT,
             check=False,
         )
+
+    return run
+
+
+@pytest.fixture
+def invoke_stratum(runner: CliRunner) -> RunStratum:
+    """``run_stratum``'s in-process twin: the same command through CliRunner, the same result shape.
+
+    For tests about what a command does rather than the console script: each subprocess starts an
+    interpreter and imports torch (~1 s, several under load). Every CLI area keeps a real subprocess
+    test too. An exception that escaped the command is appended to stderr as the traceback a
+    subprocess would print, so ``"Traceback" not in stderr`` checks still catch it.
+    """
+    # Imported here: collecting this conftest should not import the whole CLI.
+    from stratum.cli.main import app
+
+    def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        result = runner.invoke(app, list(args), input=input, prog_name="stratum")
+        stderr = result.stderr
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(result.exception))
+        return subprocess.CompletedProcess(["stratum", *args], result.exit_code, result.stdout, stderr)
 
     return run
 

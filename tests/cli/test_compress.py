@@ -1,4 +1,5 @@
-"""``stratum compress`` in a subprocess: a new version linked to its parent, with measured deltas."""
+"""``stratum compress`` in a subprocess: a new version linked to its parent, with measured deltas
+(the set-up and the argument check run in-process: ``invoke_stratum``)."""
 
 import json
 from pathlib import Path
@@ -10,9 +11,9 @@ from tests.tiny import build_tiny_llama
 
 
 @pytest.fixture
-def tiny(run_stratum: RunStratum, tmp_path: Path) -> Path:
+def tiny(invoke_stratum: RunStratum, tmp_path: Path) -> Path:
     model = build_tiny_llama(tmp_path / "tiny", seed=2)
-    assert run_stratum("models", "add", "tiny", "--path", str(model)).returncode == 0
+    assert invoke_stratum("models", "add", "tiny", "--path", str(model)).returncode == 0
     texts = tmp_path / "held_out.txt"
     texts.write_text("Stratum 是一个企业大模型平台。\nThe gateway meters every request.\n", encoding="utf-8")
     return texts
@@ -34,8 +35,8 @@ def test_quantize_registers_a_measured_child(run_stratum: RunStratum, tiny: Path
     assert metadata["measures"]["before"]["perplexity"] > 0
 
 
-def test_bad_sparsity_is_a_one_line_error(run_stratum: RunStratum, tiny: Path) -> None:
-    done = run_stratum("compress", "prune", "tiny", "--name", "p", "--texts", str(tiny), "--sparsity", "2")
+def test_bad_sparsity_is_a_one_line_error(invoke_stratum: RunStratum, tiny: Path) -> None:
+    done = invoke_stratum("compress", "prune", "tiny", "--name", "p", "--texts", str(tiny), "--sparsity", "2")
     assert done.returncode == 1
     assert "sparsity must be between 0 and 1" in done.stderr and "Traceback" not in done.stderr
-    assert [m["name"] for m in json.loads(run_stratum("models", "list", "--json").stdout)] == ["tiny"]
+    assert [m["name"] for m in json.loads(invoke_stratum("models", "list", "--json").stdout)] == ["tiny"]

@@ -1,4 +1,5 @@
-"""``stratum eval`` in a subprocess, the way a release script runs it."""
+"""``stratum eval``: the release gate in a subprocess, the way a release script runs it; the other
+commands in-process (``invoke_stratum``; tests/e2e/test_eval_cli_live.py runs them as subprocesses)."""
 
 import json
 from datetime import timedelta
@@ -19,9 +20,9 @@ def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
 
 
 @pytest.fixture
-def upstream_bot(run_stratum: RunStratum, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> str:
+def upstream_bot(invoke_stratum: RunStratum, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("FAKE_KEY", fake_openai.api_key)
-    added = run_stratum(
+    added = invoke_stratum(
         "models",
         "add",
         "bot",
@@ -38,7 +39,7 @@ def upstream_bot(run_stratum: RunStratum, fake_openai: FakeOpenAI, monkeypatch: 
 
 @pytest.mark.slow
 def test_run_scores_a_suite_and_stores_it_under_the_version(
-    run_stratum: RunStratum, upstream_bot: str, tmp_path: Path
+    invoke_stratum: RunStratum, upstream_bot: str, tmp_path: Path
 ) -> None:
     # The fake upstream always answers 你好，我是测试模型。
     suite = write_jsonl(
@@ -48,12 +49,14 @@ def test_run_scores_a_suite_and_stores_it_under_the_version(
             {"id": "other", "prompt": "天气？", "answer": "今天晴天"},
         ],
     )
-    done = run_stratum("eval", "run", "bot", "--suite", str(suite), "--metrics", "exact_match,chrf", "--json")
+    done = invoke_stratum(
+        "eval", "run", "bot", "--suite", str(suite), "--metrics", "exact_match,chrf", "--json"
+    )
     assert done.returncode == 0, done.stderr
     run = json.loads(done.stdout)
     assert run["model_ref"] == "bot@1" and run["items"] == 2
     assert run["metrics"]["exact_match"] == 0.5
-    listed = json.loads(run_stratum("eval", "list", "--json").stdout)
+    listed = json.loads(invoke_stratum("eval", "list", "--json").stdout)
     assert [r["id"] for r in listed] == [run["id"]]
 
 
@@ -90,13 +93,13 @@ def test_gate_passes_an_equal_candidate_and_fails_with_too_few_items(
 
 
 @pytest.mark.slow
-def test_perplexity_of_a_local_model(run_stratum: RunStratum, tmp_path: Path) -> None:
+def test_perplexity_of_a_local_model(invoke_stratum: RunStratum, tmp_path: Path) -> None:
     model = build_tiny_llama(tmp_path / "tiny", seed=3)
-    assert run_stratum("models", "add", "tiny", "--path", str(model)).returncode == 0
+    assert invoke_stratum("models", "add", "tiny", "--path", str(model)).returncode == 0
     texts = write_jsonl(
         tmp_path / "texts.jsonl", [{"text": "Stratum 是一个企业大模型平台。"}, {"text": "hello world"}]
     )
-    done = run_stratum("eval", "run", "tiny", "--suite", str(texts), "--json")
+    done = invoke_stratum("eval", "run", "tiny", "--suite", str(texts), "--json")
     assert done.returncode == 0, done.stderr
     nll = json.loads(done.stdout)["metrics"]["nll"]
     # A random 384-token model: NLL near ln(384) ≈ 5.95.
@@ -112,7 +115,7 @@ def test_bad_suite_is_one_line_error(run_stratum: RunStratum, upstream_bot: str,
 
 @pytest.mark.slow
 def test_run_and_gate_on_a_dataset_split_reuse_runs_and_record_lineage(
-    run_stratum: RunStratum, upstream_bot: str, tmp_path: Path
+    invoke_stratum: RunStratum, upstream_bot: str, tmp_path: Path
 ) -> None:
     rows = [
         {
@@ -124,8 +127,8 @@ def test_run_and_gate_on_a_dataset_split_reuse_runs_and_record_lineage(
         for i in range(10)
     ]
     source = write_jsonl(tmp_path / "客服.jsonl", rows)
-    assert run_stratum("data", "import", str(source)).returncode == 0
-    split = run_stratum(
+    assert invoke_stratum("data", "import", str(source)).returncode == 0
+    split = invoke_stratum(
         "data",
         "transform",
         "客服",
@@ -139,31 +142,31 @@ def test_run_and_gate_on_a_dataset_split_reuse_runs_and_record_lineage(
         "split.validation=0",
     )
     assert split.returncode == 0, split.stderr
-    no_split = run_stratum("eval", "run", "bot", "--dataset", "客服@1")
+    no_split = invoke_stratum("eval", "run", "bot", "--dataset", "客服@1")
     assert (
         no_split.returncode == 1 and "has no splits" in no_split.stderr and "Traceback" not in no_split.stderr
     )
-    done = run_stratum("eval", "run", "bot", "--dataset", "客服@2", "--json")
+    done = invoke_stratum("eval", "run", "bot", "--dataset", "客服@2", "--json")
     assert done.returncode == 0, done.stderr
     run = json.loads(done.stdout)
     assert run["suite"] == "客服@2:test" and run["items"] == 5
-    lineage = run_stratum("lineage", f"eval:{run['id']}", "--json")
+    lineage = invoke_stratum("lineage", f"eval:{run['id']}", "--json")
     assert lineage.returncode == 0, lineage.stderr
     relations = {(e["source_id"], e["relation"]) for e in json.loads(lineage.stdout)["upstream"]}
     assert {("bot@1", "evaluated"), ("客服@2", "evaluated_on")} <= relations
-    gated = run_stratum(
+    gated = invoke_stratum(
         "eval", "gate", "bot@1", "--baseline", "bot@1", "--dataset", "客服@2", "--min-items", "5", "--json"
     )
     assert gated.returncode == 0, gated.stderr
     # The stored run was reused: still one run.
-    assert len(json.loads(run_stratum("eval", "list", "--json").stdout)) == 1
-    both = run_stratum("eval", "run", "bot", "--dataset", "客服@2", "--suite", str(source))
+    assert len(json.loads(invoke_stratum("eval", "list", "--json").stdout)) == 1
+    both = invoke_stratum("eval", "run", "bot", "--dataset", "客服@2", "--suite", str(source))
     assert both.returncode == 1 and "exactly one of" in both.stderr
 
 
 @pytest.mark.slow
 def test_judge_runs_both_models_and_stores_position_swapped_scores(
-    run_stratum: RunStratum, upstream_bot: str, fake_openai: FakeOpenAI, tmp_path: Path
+    invoke_stratum: RunStratum, upstream_bot: str, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     # Every model here is the fake upstream, which always answers "A": a judge that always picks
     # the first answer is pure position bias, so the swapped asks disagree and every item ties.
@@ -171,7 +174,7 @@ def test_judge_runs_both_models_and_stores_position_swapped_scores(
     suite = write_jsonl(
         tmp_path / "s.jsonl", [{"id": str(i), "prompt": f"问{i}", "answer": "好"} for i in range(3)]
     )
-    judged = run_stratum(
+    judged = invoke_stratum(
         "eval", "judge", "bot", "--baseline", "bot@1", "--judge", "bot", "--suite", str(suite), "--json"
     )
     assert judged.returncode == 0, judged.stderr
@@ -184,9 +187,9 @@ def test_judge_runs_both_models_and_stores_position_swapped_scores(
         r["messages"][0]["content"] for r in fake_openai.requests if "回答 A" in r["messages"][0]["content"]
     ]
     assert len(judge_prompts) == 6 and all("问" in p for p in judge_prompts)
-    again = run_stratum("eval", "compare", str(run["id"]), str(run["id"]), "--metric", "judge", "--json")
+    again = invoke_stratum("eval", "compare", str(run["id"]), str(run["id"]), "--metric", "judge", "--json")
     assert again.returncode == 0, again.stderr
-    missing = run_stratum(
+    missing = invoke_stratum(
         "eval", "judge", "bot", "--baseline", "bot@1", "--judge", "无此模型", "--suite", str(suite)
     )
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
@@ -194,16 +197,16 @@ def test_judge_runs_both_models_and_stores_position_swapped_scores(
 
 @pytest.mark.slow
 def test_schedule_add_run_due_flags_a_drop_and_lists_it(
-    run_stratum: RunStratum, upstream_bot: str, fake_openai: FakeOpenAI, tmp_path: Path
+    invoke_stratum: RunStratum, upstream_bot: str, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
-    assert run_stratum("models", "alias", "bot", "prod", "1").returncode == 0
+    assert invoke_stratum("models", "alias", "bot", "prod", "1").returncode == 0
     suite = write_jsonl(
         tmp_path / "客服.jsonl",
         [{"id": str(i), "prompt": f"问{i}", "answer": "你好，我是测试模型。"} for i in range(4)],
     )
-    bad = run_stratum("eval", "schedule", "add", "bot@1", "--suite", str(suite))
+    bad = invoke_stratum("eval", "schedule", "add", "bot@1", "--suite", str(suite))
     assert bad.returncode == 1 and "NAME:ALIAS" in bad.stderr and "Traceback" not in bad.stderr
-    made = run_stratum(
+    made = invoke_stratum(
         "eval",
         "schedule",
         "add",
@@ -217,11 +220,13 @@ def test_schedule_add_run_due_flags_a_drop_and_lists_it(
         "--json",
     )
     assert made.returncode == 0, made.stderr
-    first = run_stratum("eval", "schedule", "run-due", "--json")
+    first = invoke_stratum("eval", "schedule", "run-due", "--json")
     assert first.returncode == 0, first.stderr
     [outcome] = json.loads(first.stdout)
     assert outcome["current"] == 1.0 and outcome["previous"] is None
-    assert json.loads(run_stratum("eval", "schedule", "run-due", "--json").stdout) == []  # not due again yet
+    assert (
+        json.loads(invoke_stratum("eval", "schedule", "run-due", "--json").stdout) == []
+    )  # not due again yet
     # The production model now answers worse; rather than wait 90 s, make the schedule due now.
     fake_openai.deltas = ("不知道",)
     db = Database(Settings().resolved_database_url)
@@ -230,11 +235,11 @@ def test_schedule_add_run_due_flags_a_drop_and_lists_it(
             seconds=1
         )
     db.dispose()
-    second = run_stratum("eval", "schedule", "run-due")
+    second = invoke_stratum("eval", "schedule", "run-due")
     assert second.returncode == 1 and "FLAGGED" in second.stdout
-    listed = run_stratum("eval", "schedule", "list", "--json")
+    listed = invoke_stratum("eval", "schedule", "list", "--json")
     [schedule] = json.loads(listed.stdout)
     assert schedule["flagged"] is True and "100.0%" in schedule["flag_reason"]
     assert schedule["backflow_dataset"] is None  # no feedback yet
-    audit = run_stratum("audit", "list", "--json")
+    audit = invoke_stratum("audit", "list", "--json")
     assert "eval.schedule.flag" in audit.stdout

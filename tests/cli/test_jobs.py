@@ -1,4 +1,6 @@
-"""``stratum jobs …`` and ``stratum worker`` as a user meets them: real subprocesses on one store."""
+"""``stratum jobs …`` and ``stratum worker`` as a user meets them: the worker and the commands that
+meet it across processes (submit, list, logs --follow, cancel) are real subprocesses on one store;
+the other reads and the error messages run in-process (``invoke_stratum``: no interpreter start-up)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,10 @@ from typing import Any
 
 import pytest
 
+from stratum.jobs import JobPublic, JobService
+from stratum.settings import Settings
+from stratum.storage import Database
+
 Run = Any
 
 pytestmark = pytest.mark.slow
@@ -25,21 +31,28 @@ def _json(run: Run, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-def _wait(check: Callable[[], bool], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.3)
+def _wait(check: Callable[[JobPublic], bool], job_id: str, timeout: float = 90.0) -> None:
+    """Poll the job in-process until ``check`` holds: a `stratum jobs show` subprocess per poll would
+    start an interpreter every few tenths of a second (the test shows the results with the CLI)."""
+    db = Database(Settings().resolved_database_url)
+    try:
+        jobs = JobService(db, jobs_dir=Settings().jobs_dir)
+        deadline = time.monotonic() + timeout
+        while not check(jobs.get(job_id)):
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.1)
+    finally:
+        db.dispose()
 
 
-def test_submit_list_logs_cancel_with_a_worker(run_stratum: Run, tmp_path: Path) -> None:
+def test_submit_list_logs_cancel_with_a_worker(run_stratum: Run, invoke_stratum: Run, tmp_path: Path) -> None:
     config = tmp_path / "job.yaml"
     config.write_text("seconds: 0.5\nsteps: 5\nmessage: 你好，世界\n", encoding="utf-8")
     job = _json(
         run_stratum, "jobs", "submit", "sleep", "--config", str(config), "--name", "冒烟", "--priority", "5"
     )
     assert job["status"] == "queued" and job["config"]["message"] == "你好，世界"
-    listed = _json(run_stratum, "jobs", "list")
+    listed = _json(invoke_stratum, "jobs", "list")
     assert [j["id"] for j in listed] == [job["id"]]
     table = run_stratum("jobs", "list")
     assert job["id"] in table.stdout and "冒烟" in table.stdout
@@ -54,24 +67,25 @@ def test_submit_list_logs_cancel_with_a_worker(run_stratum: Run, tmp_path: Path)
         followed = run_stratum("jobs", "logs", job["id"], "--follow")
         assert followed.returncode == 0, followed.stderr
         assert "step 5/5 你好，世界" in followed.stdout and "job succeeded" in followed.stdout
-        shown = _json(run_stratum, "jobs", "show", job["id"])
+        shown = _json(invoke_stratum, "jobs", "show", job["id"])
         assert shown["status"] == "succeeded" and shown["progress"]["step"] == 5
 
-        long = _json(run_stratum, "jobs", "submit", "sleep", "--config", _long(tmp_path))
-        _wait(lambda: _json(run_stratum, "jobs", "show", long["id"])["progress"].get("step", 0) >= 1)
+        long = _json(invoke_stratum, "jobs", "submit", "sleep", "--config", _long(tmp_path))
+        _wait(lambda job: job.progress.get("step", 0) >= 1, long["id"])
         cancelled = run_stratum("jobs", "cancel", long["id"])
         assert cancelled.returncode == 0 and "cancel requested" in cancelled.stdout
-        _wait(lambda: _json(run_stratum, "jobs", "show", long["id"])["status"] == "cancelled")
-        retried = run_stratum("jobs", "retry", long["id"])
+        _wait(lambda job: job.status == "cancelled", long["id"])
+        assert _json(invoke_stratum, "jobs", "show", long["id"])["status"] == "cancelled"
+        retried = invoke_stratum("jobs", "retry", long["id"])
         assert retried.returncode == 0 and "queued again" in retried.stdout
-        _wait(lambda: _json(run_stratum, "jobs", "show", long["id"])["status"] == "running")
+        _wait(lambda job: job.status == "running", long["id"])
     finally:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(timeout=60)
         worker_log.close()
         assert code == 0, (tmp_path / "worker.log").read_text(encoding="utf-8")
     # The worker gave the running job back to the queue on shutdown.
-    assert _json(run_stratum, "jobs", "show", long["id"])["status"] == "queued"
+    assert _json(invoke_stratum, "jobs", "show", long["id"])["status"] == "queued"
 
 
 def _long(tmp_path: Path) -> str:
@@ -80,25 +94,25 @@ def _long(tmp_path: Path) -> str:
     return str(path)
 
 
-def test_mistakes_are_one_line_errors(run_stratum: Run, tmp_path: Path) -> None:
-    missing = run_stratum("jobs", "show", "nope")
+def test_mistakes_are_one_line_errors(invoke_stratum: Run, tmp_path: Path) -> None:
+    missing = invoke_stratum("jobs", "show", "nope")
     assert missing.returncode == 1 and missing.stderr.startswith("error: No job 'nope'")
-    unknown = run_stratum("jobs", "submit", "nope")
+    unknown = invoke_stratum("jobs", "submit", "nope")
     assert unknown.returncode != 0 and "unknown job kind" in unknown.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("seconds: [1\n", encoding="utf-8")
-    broken = run_stratum("jobs", "submit", "sleep", "--config", str(bad))
+    broken = invoke_stratum("jobs", "submit", "sleep", "--config", str(bad))
     assert broken.returncode != 0 and "not valid YAML" in broken.stderr and "Traceback" not in broken.stderr
     invalid = tmp_path / "invalid.yaml"
     invalid.write_text("seconds: -1\n", encoding="utf-8")
-    rejected = run_stratum("jobs", "submit", "sleep", "--config", str(invalid))
+    rejected = invoke_stratum("jobs", "submit", "sleep", "--config", str(invalid))
     assert rejected.returncode != 0 and "seconds" in rejected.stderr
     assert len(rejected.stderr.strip().splitlines()) == 1
-    no_project = run_stratum("jobs", "submit", "sleep", "--project", "acme/nope")
+    no_project = invoke_stratum("jobs", "submit", "sleep", "--project", "acme/nope")
     assert no_project.returncode != 0 and "acme" in no_project.stderr
-    held = _json(run_stratum, "jobs", "submit", "sleep", "--exclusive-key", "夜间")
+    held = _json(invoke_stratum, "jobs", "submit", "sleep", "--exclusive-key", "夜间")
     assert held["exclusive_key"] == "夜间"
-    second = run_stratum("jobs", "submit", "sleep", "--exclusive-key", "夜间")
+    second = invoke_stratum("jobs", "submit", "sleep", "--exclusive-key", "夜间")
     assert second.returncode == 1 and "Traceback" not in second.stderr
     assert (
         second.stderr.strip()

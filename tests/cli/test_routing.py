@@ -52,8 +52,9 @@ def test_routes_set_list_remove(runner: CliRunner) -> None:
         (["--trigger", "sunspots"], "trigger"),
     ],
 )
-def test_bad_route_input_is_one_error_line(run_stratum: Any, args: list[str], message: str) -> None:
-    result = run_stratum("routes", "set", "assistant", *args)
+def test_bad_route_input_is_one_error_line(invoke_stratum: Any, args: list[str], message: str) -> None:
+    # In-process (the `routes` commands meet a subprocess in tests/e2e/test_routing_live.py).
+    result = invoke_stratum("routes", "set", "assistant", *args)
     assert result.returncode != 0
     assert (
         result.stderr.startswith("error:") and message in result.stderr and "Traceback" not in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -120,3 +121,32 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     running = start_server(home, extra_env={"STRATUM_CACHE": "false", "STRATUM_EVAL_SCHEDULE_POLL": "0"})
     yield running
     stop_server(running)
+
+
+@dataclass
+class KbPlatform:
+    """A running server for the knowledge-base e2e tests and a developer key of its project."""
+
+    server: Server
+    key: str
+    project: str = "acme/bot"
+
+
+@pytest.fixture(scope="session")
+def kb_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KbPlatform]:
+    """One server for the knowledge-base walks (test_kb_live, test_kb_upload_live), each with KBs of
+    its own: project acme/bot, the bundled encoders, the tiny Llama as ``tiny`` with a context long
+    enough for a grounded prompt (the shared server's has 256 positions), and private URLs allowed
+    for the URL-ingest test's local site. A server per test would cost a start-up each (~10 s)."""
+    home = tmp_path_factory.mktemp("kb-home")
+    model = build_tiny_llama(tmp_path_factory.mktemp("kb-model") / "tiny", context_length=2048)
+    # One thread per process: the CLI ingests and the server share two cores.
+    server = start_server(home, extra_env={"OMP_NUM_THREADS": "1", "STRATUM_KB_FETCH_ALLOW_PRIVATE": "true"})
+    try:
+        server.cli("models", "add", "tiny", "--path", str(model))
+        server.cli("orgs", "create", "acme")
+        server.cli("projects", "create", "acme/bot")
+        created = server.cli("keys", "create", "acme/bot", "--role", "developer", "--json")
+        yield KbPlatform(server=server, key=json.loads(created.stdout)["key"])
+    finally:
+        stop_server(server)

@@ -8,7 +8,6 @@ Llama as a generator (plumbing only: its text is noise, the citations are what i
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import sqlite3
@@ -21,9 +20,8 @@ from openai import OpenAI
 
 from stratum.knowledge.chunking import chunk_blocks
 from stratum.knowledge.extract import extract
-from tests.e2e.conftest import STRATUM, start_server, stop_server
+from tests.e2e.conftest import STRATUM, KbPlatform
 from tests.knowledge.conftest import CORPUS
-from tests.tiny import build_tiny_llama
 
 pytestmark = pytest.mark.slow
 
@@ -46,22 +44,20 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.Co
     return result
 
 
-def _count(db: Path, sql: str) -> int:
+def _count(db: Path, sql: str, kb: str) -> int:
+    """``sql`` (with ``{kb}`` standing for the KB's id) on the server's store: it holds other tests' KBs."""
     with sqlite3.connect(db, timeout=30) as connection:
-        return int(connection.execute(sql).fetchone()[0])
+        [kb_id] = connection.execute("SELECT id FROM kb_bases WHERE name = ?", (kb,)).fetchone()
+        return int(connection.execute(sql.format(kb="?"), (kb_id,)).fetchone()[0])
 
 
-def _project_with_files(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
-    """A fresh home with project acme/bot and FILES copied to a Chinese-named folder."""
-    home = tmp_path / "home"
+def _folder_with_files(tmp_path: Path) -> Path:
+    """FILES copied to a Chinese-named folder."""
     folder = tmp_path / "资料"
     folder.mkdir()
     for name in FILES:
         shutil.copy(CORPUS / name, folder / name)
-    env = {**os.environ, "STRATUM_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    _cli(env, "orgs", "create", "acme")
-    _cli(env, "projects", "create", "acme/bot")
-    return home, folder, env
+    return folder
 
 
 def _questions_on_files(tmp_path: Path) -> Path:
@@ -74,15 +70,12 @@ def _questions_on_files(tmp_path: Path) -> Path:
     return questions
 
 
-def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> None:
-    # A context long enough for a grounded prompt (the shared tiny model has 256 positions).
-    tiny_model_dir = build_tiny_llama(tmp_path / "tiny", context_length=2048)
-    home, folder, env = _project_with_files(tmp_path)
-    _cli(env, "models", "add", "tiny", "--path", str(tiny_model_dir))
+def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path, kb_platform: KbPlatform) -> None:
+    server, env, folder = kb_platform.server, kb_platform.server.env, _folder_with_files(tmp_path)
     _cli(env, "kb", "create", "手册", "--project", "acme/bot", "--chunk-size", "128", "--chunk-overlap", "16")
 
     # Ingest with small commits and kill -9 once some chunks are stored.
-    db = home / "stratum.db"
+    db = server.home / "stratum.db"
     ingest = subprocess.Popen(
         [STRATUM, "kb", "ingest", "手册", str(folder), "--batch-size", "2"],
         env=env,
@@ -92,7 +85,7 @@ def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> No
     deadline = time.monotonic() + 240
     stored = 0
     while time.monotonic() < deadline and ingest.poll() is None:
-        stored = _count(db, "SELECT count(*) FROM kb_chunks")
+        stored = _count(db, "SELECT count(*) FROM kb_chunks WHERE kb_id = {kb}", "手册")
         if stored >= 4:
             break
         time.sleep(0.05)
@@ -100,8 +93,9 @@ def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> No
     ingest.wait(timeout=30)
     assert ingest.returncode == -signal.SIGKILL, "ingest finished before it could be killed"
     assert stored >= 4
-    assert _count(db, "SELECT count(*) FROM kb_documents WHERE status = 'partial'") + _count(
-        db, "SELECT count(*) FROM kb_documents"
+    documents = "SELECT count(*) FROM kb_documents WHERE kb_id = {kb}"
+    assert _count(db, documents + " AND status = 'partial'", "手册") + _count(
+        db, documents, "手册"
     ) < 2 * len(FILES)
 
     resumed = json.loads(_cli(env, "kb", "ingest", "手册", str(folder), "--json").stdout)
@@ -110,10 +104,15 @@ def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> No
 
     # No duplicate and no lost chunk: exactly the chunks a clean chunking of each file gives.
     with sqlite3.connect(db) as connection:
+        [kb_id] = connection.execute("SELECT id FROM kb_bases WHERE name = '手册'").fetchone()
         rows = connection.execute(
             "SELECT d.source, c.ordinal, c.text FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id"
+            " WHERE d.kb_id = ?",
+            (kb_id,),
         ).fetchall()
-        statuses = {s for (s,) in connection.execute("SELECT status FROM kb_documents")}
+        statuses = {
+            s for (s,) in connection.execute("SELECT status FROM kb_documents WHERE kb_id = ?", (kb_id,))
+        }
     assert statuses == {"done"}
     expected = []
     for name in FILES:
@@ -128,10 +127,7 @@ def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> No
     assert top["source"] == "x1_manual.pdf" and top["page"] == 3 and "两年" in top["text"]
     assert set(top) >= {"source", "page", "heading_path", "chunk_id", "text", "score"}
 
-    key = json.loads(_cli(env, "keys", "create", "acme/bot", "--role", "developer", "--json").stdout)["key"]
-    server = start_server(home, extra_env={"OMP_NUM_THREADS": "1"})
-    try:
-        client = OpenAI(base_url=server.base_url, api_key=key)
+    with OpenAI(base_url=server.base_url, api_key=kb_platform.key) as client:
         question = [{"role": "user", "content": "新买的 X1 智能音箱保修多长时间？"}]
         reply = client.chat.completions.create(model="kb/手册", messages=question)  # type: ignore[arg-type]
         content = reply.choices[0].message.content or ""
@@ -159,8 +155,6 @@ def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> No
         )
         assert (refused.model_extra or {})["kb_refused"] is True
         assert "没有找到" in (refused.choices[0].message.content or "")
-    finally:
-        stop_server(server)
 
     questions = _questions_on_files(tmp_path)
     report = json.loads(
@@ -170,11 +164,11 @@ def test_ingest_kill_resume_answer_with_citations_and_eval(tmp_path: Path) -> No
     assert report[0]["hit@5"] >= 0.8 and report[0]["answer_recall"] >= 0.7
 
 
-def test_a_kb_on_the_four_layer_student_from_cli_to_sdk(tmp_path: Path) -> None:
+def test_a_kb_on_the_four_layer_student_from_cli_to_sdk(tmp_path: Path, kb_platform: KbPlatform) -> None:
     """The fastest encoder as a user meets it: chosen at `kb create`, ingested and compared with the
     full e5 through `kb eval --against`, served by a real server to the `openai` SDK (its passages
     through four layers, the question through all twelve). The six-layer one: test_eval_hard."""
-    home, folder, env = _project_with_files(tmp_path)
+    server, env, folder = kb_platform.server, kb_platform.server.env, _folder_with_files(tmp_path)
     _cli(env, "kb", "create", "全量", "--project", "acme/bot", "--chunk-size", "128")
     created = json.loads(
         _cli(
@@ -204,10 +198,7 @@ def test_a_kb_on_the_four_layer_student_from_cli_to_sdk(tmp_path: Path) -> None:
     ]
     assert all(r["hit@5"] >= 0.8 for r in report), report
 
-    key = json.loads(_cli(env, "keys", "create", "acme/bot", "--role", "developer", "--json").stdout)["key"]
-    server = start_server(home, extra_env={"OMP_NUM_THREADS": "1"})
-    try:
-        client = OpenAI(base_url=server.base_url, api_key=key)
+    with OpenAI(base_url=server.base_url, api_key=kb_platform.key) as client:
         assert "multilingual-e5-small-4l" in {m.id for m in client.models.list()}
         reply = client.chat.completions.create(
             model="kb/快速",
@@ -216,5 +207,3 @@ def test_a_kb_on_the_four_layer_student_from_cli_to_sdk(tmp_path: Path) -> None:
         citations = (reply.model_extra or {})["citations"]
         content = reply.choices[0].message.content or ""
         assert citations[0]["source"] == "x1_manual.pdf" and "两年" in content
-    finally:
-        stop_server(server)

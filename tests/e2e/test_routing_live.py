@@ -28,8 +28,9 @@ REFUND_ANSWER = "退款请在“我的订单”页面点击“申请退款”，
 
 
 @pytest.fixture(scope="module")
-def fallback_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("routing-fallback")
+def routing_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Server]:
+    """One server for the module: each test routes a model of its own (support, tiny, assistant)."""
+    home = tmp_path_factory.mktemp("routing")
     dead = free_port()  # nothing listens here: every call is a connect error
     server = start_server(
         home,
@@ -38,6 +39,10 @@ def fallback_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pa
             "STRATUM_UPSTREAM_RETRIES": "0",
             "STRATUM_CIRCUIT_FAILURES": "2",
             "STRATUM_HEALTH_INTERVAL": "0",
+            # For the burst test: one sequence at a time, so the local queue fills fast. The cache
+            # stays on for the cache test; the burst test samples (temperature > 0): never cached.
+            "STRATUM_MAX_BATCH": "1",
+            "STRATUM_MAX_QUEUE": "4",
         },
     )
     try:
@@ -49,8 +54,8 @@ def fallback_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pa
 
 
 @pytest.mark.slow
-def test_fallback_to_rules_then_to_a_person_through_the_sdk(fallback_server: Server) -> None:
-    server = fallback_server
+def test_fallback_to_rules_then_to_a_person_through_the_sdk(routing_server: Server) -> None:
+    server = routing_server
     server.cli(
         "routes", "set", "support", "--backend", "dead-cloud",
         "--fallback", "rules", "--fallback", "human",
@@ -116,14 +121,14 @@ def _fallback_flow(server: Server, sdk: openai.OpenAI) -> None:
 
 
 @pytest.mark.slow
-def test_a_repeated_temperature_zero_request_is_a_cache_hit(fallback_server: Server) -> None:
+def test_a_repeated_temperature_zero_request_is_a_cache_hit(routing_server: Server) -> None:
     ask = {
         "model": "tiny",
         "messages": [{"role": "user", "content": "缓存测试：你好"}],
         "max_tokens": 6,
         "temperature": 0,
     }
-    with openai.OpenAI(base_url=fallback_server.base_url, api_key=ADMIN_KEY, max_retries=0) as sdk:
+    with openai.OpenAI(base_url=routing_server.base_url, api_key=ADMIN_KEY, max_retries=0) as sdk:
         first = sdk.chat.completions.with_raw_response.create(**ask)
         second = sdk.chat.completions.with_raw_response.create(**ask)
     assert (first.headers["x-stratum-cache"], second.headers["x-stratum-cache"]) == ("miss", "hit")
@@ -150,64 +155,50 @@ def mock_upstream() -> Iterator[int]:
 
 
 @pytest.mark.slow
-def test_burst_to_a_mock_upstream_under_load_and_back(
-    tmp_path: Path, tiny_model_dir: Path, mock_upstream: int
-) -> None:
-    server = start_server(
-        tmp_path / "home",
-        extra_env={
-            "STRATUM_EMBEDDINGS_MODEL": "false",
-            "STRATUM_MAX_BATCH": "1",  # one sequence at a time: the queue fills fast
-            "STRATUM_MAX_QUEUE": "4",
-            "STRATUM_CACHE": "false",
-        },
-    )
-    try:
-        server.cli("models", "add", "tiny", "--path", str(tiny_model_dir))
-        server.cli("models", "add", "cloud", "--upstream", f"http://127.0.0.1:{mock_upstream}/v1")
-        route = ["--backend", "tiny", "--backend", "cloud,priority=1", "--burst-queue", "1"]
-        server.cli("routes", "set", "assistant", *route)
+def test_burst_to_a_mock_upstream_under_load_and_back(routing_server: Server, mock_upstream: int) -> None:
+    server = routing_server
+    server.cli("models", "add", "cloud", "--upstream", f"http://127.0.0.1:{mock_upstream}/v1")
+    route = ["--backend", "tiny", "--backend", "cloud,priority=1", "--burst-queue", "1"]
+    server.cli("routes", "set", "assistant", *route)
 
-        async def load() -> list[str]:
-            sdk = openai.AsyncOpenAI(base_url=server.base_url, api_key=ADMIN_KEY, max_retries=0)
+    async def load() -> list[str]:
+        sdk = openai.AsyncOpenAI(base_url=server.base_url, api_key=ADMIN_KEY, max_retries=0)
 
-            async def one(i: int) -> str:
-                # Arrivals spread over ~1 s, so the local queue builds up while requests come in.
-                await asyncio.sleep(0.04 * i)
-                raw = await sdk.chat.completions.with_raw_response.create(
-                    model="assistant",
-                    messages=[{"role": "user", "content": f"请写一段话 {i}"}],
-                    max_tokens=64,
-                    temperature=0.8,
-                )
-                backend = raw.headers["x-stratum-backend"]
-                if backend == "cloud@1":  # the mock's fixed answer arrived whole
-                    assert raw.parse().choices[0].message.content == "Hello from the mock upstream."
-                return backend
-
-            try:
-                return await asyncio.gather(*(one(i) for i in range(24)))
-            finally:
-                await sdk.close()
-
-        backends = asyncio.run(load())
-        assert set(backends) == {"tiny@1", "cloud@1"}, backends  # both served, nobody got a 503
-        with openai.OpenAI(base_url=server.base_url, api_key=ADMIN_KEY, max_retries=0) as sdk:
-            raw = sdk.chat.completions.with_raw_response.create(
-                model="assistant", messages=[{"role": "user", "content": "你好"}], max_tokens=4
+        async def one(i: int) -> str:
+            # Arrivals spread over ~1 s, so the local queue builds up while requests come in.
+            await asyncio.sleep(0.04 * i)
+            raw = await sdk.chat.completions.with_raw_response.create(
+                model="assistant",
+                messages=[{"role": "user", "content": f"请写一段话 {i}"}],
+                max_tokens=64,
+                temperature=0.8,
             )
-        assert raw.headers["x-stratum-backend"] == "tiny@1"  # drained: local again
-        metrics = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10).text
-        bursts = [
-            float(line.rsplit(" ", 1)[1])
-            for line in metrics.splitlines()
-            if line.startswith('stratum_route_bursts_total{backend="tiny@1",model="assistant"}')
-        ]
-        # Every burst went to the cloud; the cloud may also have taken requests the full local queue
-        # turned away (saturation fails over to the next backend too).
-        assert bursts and 1 <= bursts[0] <= backends.count("cloud@1"), (
-            backends,
-            [m for m in metrics.splitlines() if "burst" in m or "queue" in m],
+            backend = raw.headers["x-stratum-backend"]
+            if backend == "cloud@1":  # the mock's fixed answer arrived whole
+                assert raw.parse().choices[0].message.content == "Hello from the mock upstream."
+            return backend
+
+        try:
+            return await asyncio.gather(*(one(i) for i in range(24)))
+        finally:
+            await sdk.close()
+
+    backends = asyncio.run(load())
+    assert set(backends) == {"tiny@1", "cloud@1"}, backends  # both served, nobody got a 503
+    with openai.OpenAI(base_url=server.base_url, api_key=ADMIN_KEY, max_retries=0) as sdk:
+        raw = sdk.chat.completions.with_raw_response.create(
+            model="assistant", messages=[{"role": "user", "content": "你好"}], max_tokens=4
         )
-    finally:
-        stop_server(server)
+    assert raw.headers["x-stratum-backend"] == "tiny@1"  # drained: local again
+    metrics = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10).text
+    bursts = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith('stratum_route_bursts_total{backend="tiny@1",model="assistant"}')
+    ]
+    # Every burst went to the cloud; the cloud may also have taken requests the full local queue
+    # turned away (saturation fails over to the next backend too).
+    assert bursts and 1 <= bursts[0] <= backends.count("cloud@1"), (
+        backends,
+        [m for m in metrics.splitlines() if "burst" in m or "queue" in m],
+    )

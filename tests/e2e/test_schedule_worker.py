@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from stratum.jobs import JobService
+from stratum.storage import Database
 from tests.cli.conftest import FakeOpenAI, fake_openai  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
@@ -73,20 +75,24 @@ def test_a_worker_process_runs_a_due_schedule(fake_openai: FakeOpenAI, tmp_path:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    # Polled in-process: a `stratum jobs list` per poll is an interpreter start-up beside the worker.
+    store = Database(f"sqlite:///{tmp_path / 'home' / 'stratum.db'}")
     try:
+        queue = JobService(store, jobs_dir=tmp_path / "home" / "jobs")
         deadline = time.monotonic() + 120
         while True:
-            jobs = json.loads(stratum("jobs", "list", "--json"))
-            if jobs and jobs[0]["status"] in ("succeeded", "failed"):
+            polled = queue.list_jobs()
+            if polled and polled[0].status in ("succeeded", "failed"):
                 break
             assert worker.poll() is None, (tmp_path / "worker.txt").read_text()
             assert time.monotonic() < deadline, "the worker never ran the schedule"
-            time.sleep(0.5)
+            time.sleep(0.2)
     finally:
+        store.dispose()
         worker.terminate()
         worker.wait(30)
         log.close()
-    [job] = jobs
+    [job] = json.loads(stratum("jobs", "list", "--json"))
     assert job["kind"] == "eval" and job["status"] == "succeeded", job
     assert job["result"]["schedule"]["id"] == made["id"] and job["result"]["metrics"] == {"exact_match": 0.5}
     [schedule] = json.loads(stratum("eval", "schedule", "list", "--json"))

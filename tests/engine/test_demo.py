@@ -288,9 +288,11 @@ def test_progress_reports_each_step(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_recipe_answers_corpus_questions(tmp_path: Path) -> None:
-    """The shipped recipe: builds in budget and answers in-corpus questions, ending the turn."""
-    path = ensure_demo_model(tmp_path)
+def test_default_recipe_answers_corpus_questions(demo_home: Path) -> None:
+    """The shipped recipe: builds in budget and answers in-corpus questions, ending the turn.
+
+    ``demo_home`` is the session's one build of it (the e2e demo server starts on a copy)."""
+    path = demo_model_dir(demo_home)
     info = read_build_info(path)
     assert info is not None
     assert info["recipe"] == json.loads(json.dumps(DEFAULT_RECIPE.__dict__))

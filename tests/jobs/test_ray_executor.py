@@ -83,6 +83,13 @@ def test_a_job_runs_as_a_ray_task_with_progress_and_logs(
     assert "step 3/3 雷训练" in text and "attempt 1 succeeded" in text
 
 
+# ~20 s per backend (two Ray tasks, each a child process): cancelling is a flag in the store that the
+# worker reads, tested on both backends with the process executor (tests/jobs/test_worker.py); the
+# Ray path runs on SQLite in `make test` and on PostgreSQL in `make test-slow`. The other Ray tests
+# here run on both backends.
+@pytest.mark.parametrize(
+    "db", ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.extra])], indirect=True
+)
 def test_cancel_stops_the_ray_task_and_its_child(
     local_ray: None, db: Database, settings: Settings, jobs: JobService
 ) -> None:

@@ -85,7 +85,8 @@ def test_kill_and_resume_gives_identical_weights(
     capacity = Resources(cpu_threads=1, memory_mb=4096)
     worker = Worker(db, settings, kinds=KINDS, capacity=capacity, worker_id="w", poll_s=0.05)
 
-    straight = jobs.submit(JobSubmit(kind="sft-slow", config=_config(tiny_registered, chat_data, "straight")))
+    # The uninterrupted run needs no pauses (they only delay progress reports): the plain handler.
+    straight = jobs.submit(JobSubmit(kind="sft", config=_config(tiny_registered, chat_data, "straight")))
     _run(worker, jobs, straight.id)
     interrupted = jobs.submit(
         JobSubmit(kind="sft-slow", config=_config(tiny_registered, chat_data, "resumed"), max_attempts=2)
