@@ -1,5 +1,6 @@
-"""``stratum kb documents`` / ``kb remove`` in subprocesses, as a user runs them, on a KB the
-Python API filled (the two commands never load an encoder, so the test does not either)."""
+"""In subprocesses, as a user runs them: ``stratum kb documents`` / ``kb remove`` on a KB the
+Python API filled (the two commands never load an encoder, so that test does not either), and
+``stratum kb ingest`` of a scanned Chinese PDF through OCR, found again by ``kb search``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from stratum.knowledge.schemas import KbCreate, KbSettings, SearchRequest
 from stratum.knowledge.service import KnowledgeService
 from stratum.storage import Database
 from tests.e2e.conftest import STRATUM
-from tests.knowledge.conftest import CORPUS, HashEncoder
+from tests.knowledge.conftest import CORPUS, HashEncoder, require_ocr
 
 
 def test_list_and_remove_documents(tmp_path: Path) -> None:
@@ -68,3 +69,31 @@ def test_list_and_remove_documents(tmp_path: Path) -> None:
         )
         hits = service.search(kb, SearchRequest(query="年假 天数", k=10, mode="bm25"), encoder=None).hits
         assert {h.source for h in hits} <= {"tea.md", "library.md"}
+
+
+def test_a_scanned_pdf_is_ingested_and_searched_from_the_cli(tmp_path: Path) -> None:
+    require_ocr()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "STRATUM_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    with Database(f"sqlite:///{home / 'stratum.db'}") as db:
+        db.migrate()
+        TenancyService(db).create_org(OrgCreate(name="acme"))
+        TenancyService(db).create_project("acme", ProjectCreate(name="bot"))
+        KnowledgeService(db).create(
+            KbCreate(name="扫描件", settings=KbSettings(chunk_size=96)), project="acme/bot"
+        )
+    scan = Path(__file__).parents[1] / "knowledge" / "corpus_ocr" / "档案室扫描件.pdf"
+
+    def stratum(*args: str) -> dict[str, object]:
+        done = subprocess.run(
+            [STRATUM, *args, "--json"], env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+    ingested = stratum("kb", "ingest", "扫描件", str(scan))
+    assert (ingested["files_done"], ingested["files_failed"], ingested["pages_done"]) == (1, 0, 2), ingested
+    found = stratum("kb", "search", "扫描件", "涉密档案能不能复印？", "-k", "1")
+    top = found["hits"][0]  # type: ignore[index]
+    assert (top["source"], top["page"]) == ("档案室扫描件.pdf", 2) and "涉密档案" in top["text"]

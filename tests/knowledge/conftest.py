@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +66,15 @@ def encoder() -> HashEncoder:
 def kb(service: KnowledgeService, project: str) -> KbPublic:
     settings = KbSettings(embedding_model="hash", chunk_size=120, chunk_overlap=16, refusal_threshold=0.3)
     return service.create(KbCreate(name="docs", settings=settings), project=project)
+
+
+def require_ocr() -> None:
+    """Skip without Tesseract and pdftoppm — or fail, under ``make test`` (``STRATUM_TEST_OCR=1``),
+    which installs them: there a missing tool must not pass as a skipped test."""
+    missing = [tool for tool in ("tesseract", "pdftoppm") if shutil.which(tool) is None]
+    if missing:
+        packages = "tesseract-ocr tesseract-ocr-chi-sim poppler-utils"
+        message = f"{', '.join(missing)} not installed (apt-get install {packages})"
+        if os.environ.get("STRATUM_TEST_OCR") == "1":
+            pytest.fail(message)
+        pytest.skip(message)

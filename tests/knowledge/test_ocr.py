@@ -5,8 +5,6 @@ fails the test instead of skipping it."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,20 +12,14 @@ import pytest
 from stratum.knowledge.extract import extract
 from stratum.knowledge.schemas import KbPublic, SearchRequest
 from stratum.knowledge.service import KnowledgeService
-from tests.knowledge.conftest import HashEncoder
+from tests.knowledge.conftest import HashEncoder, require_ocr
 
 SCANS = Path(__file__).parent / "corpus_ocr"
 
 
 @pytest.fixture(autouse=True)
 def _tesseract() -> None:
-    missing = [tool for tool in ("tesseract", "pdftoppm") if shutil.which(tool) is None]
-    if missing:
-        packages = "tesseract-ocr tesseract-ocr-chi-sim poppler-utils"
-        message = f"{', '.join(missing)} not installed (apt-get install {packages})"
-        if os.environ.get("STRATUM_TEST_OCR") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_ocr()
 
 
 def _text(path: Path) -> dict[int | None, str]:

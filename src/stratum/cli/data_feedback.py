@@ -86,11 +86,7 @@ def from_feedback(
             actor=cli_actor(),
         )
     if made.version is None:
-        raise CliError(
-            f"no dataset row could be built from {made.feedback} low-scored feedback "
-            f"({made.missing_prompt} without a known prompt, {made.missing_answer} bare thumbs-down "
-            "without a kept answer); pass --prompts for feedback older than prompt keeping"
-        )
+        raise CliError(f"{made.nothing_built()}; pass --prompts for feedback older than prompt keeping")
     if as_json:
         print_json(made.model_dump(mode="json"))
         return

@@ -46,6 +46,14 @@ class FeedbackDataset(BaseModel):
     missing_prompt: int
     missing_answer: int
 
+    def nothing_built(self) -> str:
+        """Why no version was made (for the CLI's and the API's error)."""
+        return (
+            f"no dataset row could be built from {self.feedback} low-scored feedback "
+            f"({self.missing_prompt} without a known prompt, {self.missing_answer} bare thumbs-down "
+            "without a kept answer)"
+        )
+
 
 def prompt_messages(prompt: Any) -> list[dict[str, str]] | None:
     """Stored request messages (or a plain prompt) as ``{role, content}`` text turns."""

@@ -13,6 +13,7 @@ import io
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,7 +67,7 @@ def extract(path: Path, data: bytes, *, ocr_progress: Callable[[int, int], None]
     if kind is None:
         raise InvalidRequest(f"unsupported file type {path.suffix or '(none)'}: {path.name}", param="paths")
     reader = {
-        "pdf": _pdf,
+        "pdf": partial(_pdf, ocr_progress=ocr_progress),
         "docx": _docx,
         "html": _html,
         "markdown": _markdown,
@@ -76,7 +77,7 @@ def extract(path: Path, data: bytes, *, ocr_progress: Callable[[int, int], None]
         "image": _image,
     }[kind]
     try:
-        return _pdf(data, ocr_progress) if kind == "pdf" else reader(data)
+        return reader(data)
     except (InvalidRequest, ImportError):
         raise
     except Exception as exc:  # a parser's own error types: a corrupt or unsupported file

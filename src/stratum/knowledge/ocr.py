@@ -6,8 +6,9 @@ Rendering PDF pages to images needs ``pdftoppm`` (poppler-utils) as well.
 
 A PDF is read page by page, one Tesseract process per core (Tesseract runs one page on one
 thread), and each page's text is kept under ``$STRATUM_HOME/cache/ocr/`` (keyed by the PDF's
-sha256 and the page number): OCR is seconds per page, so a killed ingest of a long scan resumes
-without reading its pages again. The cache holds plain text and is safe to delete.
+sha256, ``STRATUM_KB_OCR_LANGUAGES`` and the page number): OCR is seconds per page, so a killed
+ingest of a long scan resumes without reading its pages again. The cache holds plain text and is
+safe to delete.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from stratum.errors import InvalidRequest
 from stratum.knowledge.extract import Block, paragraphs
+from stratum.settings import Settings
 
 DPI = 200
 
@@ -40,13 +42,6 @@ def _require(tool: str, package: str) -> str:
             code="ocr_not_installed",
         )
     return path
-
-
-def languages() -> str:
-    """``STRATUM_KB_OCR_LANGUAGES`` (default ``chi_sim+eng``)."""
-    from stratum.settings import Settings
-
-    return Settings().kb_ocr_languages
 
 
 def _tesseract(image: Path, langs: str) -> str:
@@ -69,13 +64,7 @@ def ocr_image(data: bytes, page: int | None = None) -> list[Block]:
     with tempfile.TemporaryDirectory() as tmp:
         image = Path(tmp) / "page.png"
         image.write_bytes(data)
-        return paragraphs(_tesseract(image, languages()), page)
-
-
-def default_cache() -> Path:
-    from stratum.settings import Settings
-
-    return Settings().home / "cache" / "ocr"
+        return paragraphs(_tesseract(image, Settings().kb_ocr_languages), page)
 
 
 def ocr_pdf(
@@ -88,12 +77,14 @@ def ocr_pdf(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Block]:
     """Blocks of the given 1-based ``pages``, in page order. ``cache``: where page texts are kept
-    (default ``default_cache()``); a cached page needs neither Tesseract nor pdftoppm. Without
+    (default ``$STRATUM_HOME/cache/ocr``); a cached page needs neither Tesseract nor pdftoppm. Without
     ``required``, pages that would need a missing Tesseract are left out instead of failing.
     ``progress(done, total)`` is called on this thread as pages finish."""
-    langs = languages()
+    settings = Settings()
+    langs = settings.kb_ocr_languages  # STRATUM_KB_OCR_LANGUAGES
     # Keyed by the languages too: other language data read the same page differently.
-    folder = (cache or default_cache()) / hashlib.sha256(data).hexdigest() / langs
+    folder = (cache or settings.home / "cache" / "ocr") / hashlib.sha256(data).hexdigest() / langs
+    readable = required or available()
     with tempfile.TemporaryDirectory() as tmp:
         pdf = Path(tmp) / "doc.pdf"
         pdf.write_bytes(data)
@@ -102,7 +93,7 @@ def ocr_pdf(
             kept = folder / f"{page}.txt"
             if kept.is_file():
                 return kept.read_text(encoding="utf-8")
-            if not required and not available():
+            if not readable:
                 return ""
             _require("tesseract", "tesseract-ocr tesseract-ocr-chi-sim")  # the more useful message first
             pdftoppm = _require("pdftoppm", "poppler-utils")

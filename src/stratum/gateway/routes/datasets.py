@@ -98,9 +98,7 @@ async def from_feedback(
         )
         if made.version is None:
             raise InvalidRequest(
-                f"no dataset row could be built from {made.feedback} low-scored feedback "
-                f"({made.missing_prompt} without a known prompt, {made.missing_answer} bare "
-                "thumbs-down without a kept answer); send prompts for feedback older than prompt keeping",
+                f"{made.nothing_built()}; send prompts for feedback older than prompt keeping",
                 code="no_feedback_rows",
             )
         return made
